@@ -1,0 +1,1 @@
+"""ACDC and HVSMR readers, synthetic volumes, preprocessing cache and client splits."""

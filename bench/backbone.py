@@ -1,0 +1,115 @@
+"""2D U-Net whose encoder and decoder are separate modules.
+
+Built from MONAI's U-Net blocks (``TwoConv``, ``Down``, ``UpCat``) so that
+pretraining methods can train the encoder alone (most methods) or the encoder
+and decoder (GCL's local loss, PGL's dense term) and fine-tuning can load
+either part into the segmentation network.
+
+Defaults: widths 16, 32, 64, 128, 128, 128 at 192 x 192 are the U-Net of
+Chaitanya et al. (NeurIPS 2020) used for ACDC; instance normalisation because
+batch statistics do not average meaningfully across clients under FedAvg
+(Zeng et al., MICCAI 2021 also use instance norm); LeakyReLU(0.1) as MONAI's
+BasicUNet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
+from torch import nn
+
+DEFAULT_WIDTHS = (16, 32, 64, 128, 128, 128)
+ACTIVATION = ("LeakyReLU", {"negative_slope": 0.1, "inplace": True})
+NORMS = {
+    "instance": ("instance", {"affine": True}),
+    "batch": ("batch", {}),
+    "group": ("group", {"num_groups": 8}),
+}
+
+
+def _norm(name: str):
+    if name not in NORMS:
+        raise ValueError(f"model.norm: unknown normalisation {name!r}; expected one of {sorted(NORMS)}")
+    return NORMS[name]
+
+
+class Encoder(nn.Module):
+    """Returns the feature map of every level, finest first, bottleneck last."""
+
+    def __init__(self, in_channels: int, widths: Sequence[int], norm: str):
+        super().__init__()
+        self.widths = tuple(widths)
+        self.stem = TwoConv(2, in_channels, widths[0], ACTIVATION, _norm(norm), True)
+        self.downs = nn.ModuleList(
+            Down(2, widths[i], widths[i + 1], ACTIVATION, _norm(norm), True)
+            for i in range(len(widths) - 1)
+        )
+
+    @property
+    def out_dim(self) -> int:
+        return self.widths[-1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = [self.stem(x)]
+        for down in self.downs:
+            features.append(down(features[-1]))
+        return features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled bottleneck features, shape (B, widths[-1])."""
+        return self.forward(x)[-1].mean(dim=(2, 3))
+
+
+class Decoder(nn.Module):
+    """Upsamples from the bottleneck to a ``widths[0]``-channel map at input size."""
+
+    def __init__(self, widths: Sequence[int], norm: str):
+        super().__init__()
+        self.widths = tuple(widths)
+        self.ups = nn.ModuleList(
+            UpCat(2, widths[i], widths[i - 1], widths[i - 1], ACTIVATION, _norm(norm), True, halves=True)
+            for i in range(len(widths) - 1, 0, -1)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for up, skip in zip(self.ups, reversed(features[:-1])):
+            x = up(x, skip)
+        return x
+
+
+class UNet2D(nn.Module):
+    """Encoder + decoder + 1x1 segmentation head."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        norm: str = "instance",
+    ):
+        super().__init__()
+        if len(widths) < 2:
+            raise ValueError(f"model.widths: need at least 2 levels, got {list(widths)}")
+        self.encoder = Encoder(in_channels, widths, norm)
+        self.decoder = Decoder(widths, norm)
+        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+
+    @property
+    def downsampling(self) -> int:
+        """Factor by which the input side must be divisible."""
+        return 2 ** (len(self.encoder.widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.decoder(self.encoder(x)))
+
+
+def build_unet(model_cfg: dict, out_channels: int) -> UNet2D:
+    return UNet2D(
+        in_channels=1,
+        out_channels=out_channels,
+        widths=tuple(model_cfg["widths"]),
+        norm=model_cfg["norm"],
+    )

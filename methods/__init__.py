@@ -1,0 +1,1 @@
+"""Pretraining methods, one module each; every module registers its method."""

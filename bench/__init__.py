@@ -1,0 +1,3 @@
+"""bench: self-supervised pretraining for federated volumetric segmentation, benchmarked."""
+
+__version__ = "0.1.0"

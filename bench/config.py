@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from importlib import resources
+from pathlib import Path
 
 import yaml
 
-PRESET_DIR = resources.files("bench") / "presets"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 # Sections whose keys are free-form (per-method hyper-parameters).
 OPEN_SECTIONS = {("pretrain", "methods")}
 

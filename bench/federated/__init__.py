@@ -1,0 +1,1 @@
+"""Federated engine on Flower's Message API (ClientApp, ServerApp, FedAvg)."""

@@ -1,0 +1,101 @@
+"""The ClientApp and ServerApp: the same objects run in-process and on Flower's runtimes.
+
+Both read the task from ``run_config["job"]``: the path of a job file written
+by the runner (see ``bench.federated.jobs``). Only weights, metrics and
+payload arrays (FCL's feature vectors) cross between them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from bench.federated.checkpoint import ServerCheckpoint
+from bench.federated.jobs import task_for
+from bench.federated.records import arrays_to_record, record_to_arrays, record_to_state, state_to_record
+from bench.federated.strategy import FORWARDED_PREFIX, PAYLOAD_KEY, BenchFedAvg
+
+client_app = ClientApp()
+server_app = ServerApp()
+
+
+def _partition(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+@client_app.query()
+def identify(msg: Message, context: Context) -> Message:
+    return Message(RecordDict({"metrics": MetricRecord({"partition-id": _partition(context)})}), reply_to=msg)
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
+    task = task_for(context.run_config["job"])
+    partition = _partition(context)
+    payloads = {
+        int(key.removeprefix(FORWARDED_PREFIX)): record_to_arrays(record)
+        for key, record in msg.content.array_records.items()
+        if key.startswith(FORWARDED_PREFIX) and int(key.removeprefix(FORWARDED_PREFIX)) != partition
+    }
+    round_index = int(msg.content["config"]["round-index"])
+    result = task.train_round(partition, round_index, record_to_state(msg.content["arrays"]), payloads)
+    content = RecordDict(
+        {
+            "arrays": state_to_record(result.shared),
+            "metrics": MetricRecord({"num-examples": result.num_examples, **result.metrics}),
+        }
+    )
+    if result.payload:
+        content[PAYLOAD_KEY] = arrays_to_record(result.payload)
+    return Message(content, reply_to=msg)
+
+
+@client_app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    task = task_for(context.run_config["job"])
+    num_examples, metrics = task.validate(_partition(context), record_to_state(msg.content["arrays"]))
+    return Message(RecordDict({"metrics": MetricRecord({"num-examples": num_examples, **metrics})}), reply_to=msg)
+
+
+def map_nodes_to_partitions(grid: Grid, expected: int) -> dict[int, int]:
+    """Asks every node for its partition id: Flower's node ids are random."""
+    node_ids = sorted(grid.get_node_ids())
+    queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
+    mapping = {}
+    for reply in grid.send_and_receive(queries):
+        if reply.has_error():
+            raise RuntimeError(f"node {reply.metadata.src_node_id} did not say its partition: {reply.error.reason}")
+        mapping[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
+    if sorted(mapping.values()) != list(range(expected)):
+        raise RuntimeError(f"expected partitions 0..{expected - 1}, nodes reported {sorted(mapping.values())}")
+    return mapping
+
+
+@server_app.main()
+def serve(grid: Grid, context: Context) -> None:
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    task = task_for(context.run_config["job"])
+    checkpoint = ServerCheckpoint(Path(task.work_dir) / "server")
+    strategy = BenchFedAvg(
+        map_nodes_to_partitions(grid, task.num_clients),
+        aggregate=task.aggregate,
+        validates=task.validates,
+        min_replies=task.min_replies,
+    )
+    arrays, done = checkpoint.resume(strategy)
+    if arrays is None:
+        arrays = state_to_record(task.initial_state())
+    strategy.round_offset = done
+
+    def end_of_round(server_round: int, current: ArrayRecord):
+        if server_round > 0:
+            checkpoint.save(done + server_round, current, strategy)
+        return None
+
+    if done < task.num_rounds:
+        strategy.start(grid, arrays, num_rounds=task.num_rounds - done, evaluate_fn=end_of_round)
+    checkpoint.finish(task.num_rounds)

@@ -1,0 +1,68 @@
+"""The server's state after each completed round, so a restarted server resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.federated.records import arrays_to_record, record_to_arrays, record_to_state, state_to_record
+from bench.io import atomic_torch_save, atomic_write_text, torch_load
+
+
+class ServerCheckpoint:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.history: list[dict] = []
+        self.best: dict | None = None  # {"round", "score", "state"} when the task validates
+        self.last_state = None
+
+    def _path(self, round_number: int) -> Path:
+        return self.folder / f"round{round_number:04d}.pt"
+
+    def save(self, round_number: int, arrays, strategy) -> None:
+        state = record_to_state(arrays)
+        entry = {
+            "round": round_number,
+            "train": strategy.last_train_metrics,
+            "validation": strategy.last_validation,
+            "bytes_up": dict(strategy.bytes_up),
+        }
+        self.history.append(entry)
+        if strategy.last_validation is not None:
+            score = strategy.last_validation["val_dice"]
+            if self.best is None or score > self.best["score"]:
+                self.best = {"round": round_number, "score": score, "state": state}
+        self.last_state = state
+        atomic_torch_save(
+            self._path(round_number),
+            {
+                "round": round_number,
+                "state": state,
+                "payloads": {p: record_to_arrays(r) for p, r in strategy.payloads.items()},
+                "history": self.history,
+                "best": self.best,
+                "failures": strategy.failures,
+            },
+        )
+        atomic_write_text(self.folder / "latest.txt", str(round_number))
+        self._path(round_number - 1).unlink(missing_ok=True)
+
+    def resume(self, strategy):
+        """(arrays, completed rounds) from the last checkpoint, or (None, 0)."""
+        latest = self.folder / "latest.txt"
+        if not latest.exists():
+            return None, 0
+        saved = torch_load(self._path(int(latest.read_text())))
+        self.history, self.best, self.last_state = saved["history"], saved["best"], saved["state"]
+        strategy.payloads = {p: arrays_to_record(a) for p, a in saved["payloads"].items()}
+        strategy.failures = saved["failures"]
+        return state_to_record(saved["state"]), saved["round"]
+
+    def finish(self, num_rounds: int) -> None:
+        atomic_torch_save(
+            self.folder / "final.pt",
+            {"rounds": num_rounds, "state": self.last_state, "best": self.best, "history": self.history},
+        )
+
+
+def load_final(folder: Path) -> dict:
+    return torch_load(Path(folder) / "server" / "final.pt")

@@ -1,0 +1,27 @@
+"""Runs a task's ClientApp and ServerApp in this process (the embedded default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Context, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+
+from bench.federated.apps import client_app, server_app
+from bench.federated.checkpoint import load_final
+from bench.federated.grid import InProcessGrid
+from bench.federated.jobs import register_task, write_job
+
+
+def run_in_process(task) -> dict:
+    """Trains ``task`` for all its rounds (resuming from its last round) and returns the final state."""
+    work_dir = Path(task.work_dir)
+    final = work_dir / "server" / "final.pt"
+    if not final.exists():
+        job_path = write_job(work_dir / "job.json", task.spec())
+        register_task(job_path, task)
+        run_config = {"job": str(job_path)}
+        grid = InProcessGrid(client_app, task.num_clients, run_config)
+        context = Context(run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config=run_config)
+        server_app(grid, context)
+    return load_final(work_dir)

@@ -1,0 +1,33 @@
+"""Job files: how a ClientApp or ServerApp in any process finds its task.
+
+The runner writes a job file (JSON) describing the task; ``task_for(path)``
+builds the task from it once per process. The in-process engine registers the
+task object it already holds, so nothing is built twice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.io import atomic_write_text
+
+_TASKS: dict[str, object] = {}
+
+
+def write_job(path: Path, spec: dict) -> Path:
+    atomic_write_text(path, json.dumps(spec, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def register_task(path: Path, task) -> None:
+    _TASKS[str(Path(path).resolve())] = task
+
+
+def task_for(path: str | Path):
+    key = str(Path(path).resolve())
+    if key not in _TASKS:
+        from bench.tasks import build_task  # imported late: it loads data and models
+
+        _TASKS[key] = build_task(json.loads(Path(key).read_text()))
+    return _TASKS[key]

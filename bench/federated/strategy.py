@@ -1,0 +1,117 @@
+"""FedAvg with deterministic order, extra payloads both ways, checkpoints.
+
+Flower's FedAvg averages every ArrayRecord in a reply, so each client's extra
+payload (FCL's feature vectors) is taken out of the reply before averaging
+and forwarded to all clients with the next round's message. Replies are
+sorted by partition id before averaging: the sum's order, and so its last
+bits, never depends on which client answered first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import WARNING
+
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from bench.federated.records import record_bytes
+
+PAYLOAD_KEY = "payload"
+FORWARDED_PREFIX = "payload-from-"
+
+
+class ClientFailure(RuntimeError):
+    pass
+
+
+class BenchFedAvg(FedAvg):
+    def __init__(
+        self,
+        node_partitions: dict[int, int],
+        *,
+        aggregate: bool,
+        validates: bool,
+        min_replies: int,
+        on_round_end=None,
+    ):
+        clients = len(node_partitions)
+        super().__init__(
+            fraction_train=1.0,
+            min_train_nodes=clients,
+            min_evaluate_nodes=clients,
+            min_available_nodes=clients,
+        )
+        self.node_partitions = node_partitions
+        self.aggregate = aggregate
+        self.validates = validates
+        self.min_replies = min_replies
+        self.payloads: dict[int, RecordDict] = {}
+        self.round_offset = 0
+        self.last_validation: dict | None = None
+        self.last_train_metrics: dict[int, dict] = {}
+        self.failures: list[dict] = []
+        self.bytes_up: dict[int, dict[str, int]] = {}
+
+    def _nodes_in_order(self) -> list[int]:
+        return sorted(self.node_partitions, key=self.node_partitions.get)
+
+    def _partition(self, message: Message) -> int:
+        return self.node_partitions[message.metadata.src_node_id]
+
+    def configure_train(self, server_round, arrays, config, grid) -> Iterable[Message]:
+        config = ConfigRecord({**config, "server-round": server_round, "round-index": self.round_offset + server_round - 1})
+        content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        for partition, payload in sorted(self.payloads.items()):
+            content[f"{FORWARDED_PREFIX}{partition}"] = payload
+        return [Message(content, dst_node_id=node, message_type=MessageType.TRAIN) for node in self._nodes_in_order()]
+
+    def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
+        if not self.validates:
+            return []
+        config = ConfigRecord({**config, "server-round": server_round})
+        content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return [Message(content, dst_node_id=node, message_type=MessageType.EVALUATE) for node in self._nodes_in_order()]
+
+    def _split_replies(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        valid, failed = [], []
+        for reply in replies:
+            (failed if reply.has_error() else valid).append(reply)
+        for reply in failed:
+            record = {"round": self.round_offset + server_round, "partition": self._partition(reply), "reason": reply.error.reason}
+            self.failures.append(record)
+            log(WARNING, "client %s failed in round %s: %s", record["partition"], record["round"], record["reason"].splitlines()[0])
+        if len(valid) < self.min_replies:
+            raise ClientFailure(
+                f"round {self.round_offset + server_round}: only {len(valid)} of {len(self.node_partitions)} "
+                f"clients replied (minimum {self.min_replies}); failures: "
+                + "; ".join(f"client {f['partition']}: {f['reason'].splitlines()[0]}" for f in self.failures[-len(failed):])
+            )
+        return sorted(valid, key=self._partition)
+
+    def aggregate_train(self, server_round, replies):
+        valid = self._split_replies(server_round, replies)
+        self.payloads = {}
+        self.last_train_metrics = {}
+        for reply in valid:
+            partition = self._partition(reply)
+            content = reply.content
+            sizes = {"weights": record_bytes(content[self.arrayrecord_key])}
+            if PAYLOAD_KEY in content:
+                self.payloads[partition] = content[PAYLOAD_KEY]
+                sizes["payload"] = record_bytes(content[PAYLOAD_KEY])
+                del content[PAYLOAD_KEY]
+            self.bytes_up[partition] = sizes
+            self.last_train_metrics[partition] = dict(next(iter(content.metric_records.values())))
+        if not self.aggregate:
+            return None, None
+        return super().aggregate_train(server_round, valid)
+
+    def aggregate_evaluate(self, server_round, replies) -> MetricRecord | None:
+        if not self.validates:
+            return None
+        valid = self._split_replies(server_round, replies)
+        metrics = super().aggregate_evaluate(server_round, valid)
+        self.last_validation = dict(metrics) if metrics is not None else None
+        return metrics

@@ -1,0 +1,109 @@
+"""Pretraining as a federated task: one method, K clients, R rounds of local steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.backbone import build_unet
+from bench.device import DeviceSettings
+from bench.federated.task import FederatedTask, RoundResult
+from bench.registry import get_method
+from bench.sampling import SliceStack
+from bench.seeding import derive_seed, generator
+
+
+class PretrainTask(FederatedTask):
+    def __init__(
+        self,
+        *,
+        config: dict,
+        method: str,
+        seed: int,
+        work_dir: Path,
+        client_volumes: list[list[np.ndarray]],
+        spec: dict | None = None,
+    ):
+        self.config, self.seed, self.work_dir = config, seed, Path(work_dir)
+        self.method_cls = get_method(method)
+        self.method_name = method
+        setting = config["pretrain"]["setting"]
+        self.aggregate = setting != "local" and self.method_cls.federation == "fedavg"
+        self.exchanges = self.aggregate
+        self.num_clients = len(client_volumes)
+        self.num_rounds = config["pretrain"]["rounds"]
+        self.min_replies = self.num_clients
+        self.validates = False
+        self.stacks = [SliceStack(volumes, config["pretrain"]["partitions"]) for volumes in client_volumes]
+        self.device = DeviceSettings(config["run"])
+        self._spec = spec or {}
+
+    def spec(self) -> dict:
+        return self._spec
+
+    def build_method(self, client: int):
+        torch.manual_seed(derive_seed(self.seed, "init"))
+        unet = build_unet(self.config["model"], out_channels=1)
+        hparams = self.config["pretrain"]["methods"].get(self.method_name, {})
+        method = self.method_cls(unet, hparams, num_clients=self.num_clients, client_id=client)
+        return self.device.module(method)
+
+    def _optimizer(self, method):
+        cfg = self.config["pretrain"]
+        return torch.optim.Adam(method.optimizer_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in self.build_method(0).shared_state().items()}
+
+    def restore(self, client: int, round_index: int, shared: dict | None):
+        """The client's method and optimiser as they stand at the start of ``round_index``."""
+        method = self.build_method(client)
+        optimizer = self._optimizer(method)
+        saved = self.load_client_state(client, round_index - 1)
+        if saved is not None:
+            method.load_state_dict(saved["method"])
+            optimizer.load_state_dict(saved["optimizer"])
+        if self.aggregate and shared is not None:
+            method.load_state_dict(shared, strict=False)
+        return method, optimizer
+
+    def train_round(self, client: int, round_index: int, shared: dict, payloads: dict) -> RoundResult:
+        method, optimizer = self.restore(client, round_index, shared)
+        if self.exchanges:
+            method.incoming_payload(payloads)
+        method.begin_round(round_index, self.num_rounds)
+        method.train()
+        draws = generator(self.seed, "pretrain", round_index, client)
+        torch.manual_seed(derive_seed(self.seed, "pretrain-torch", round_index, client))
+        cfg = self.config["pretrain"]
+        losses = []
+        for _ in range(cfg["local_steps"]):
+            batch = self.device.batch(self.stacks[client].sample(cfg["volumes_per_batch"], draws, client))
+            with self.device.autocast():
+                loss = method.training_step(batch, draws)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            method.after_optimizer_step()
+            losses.append(loss.detach())
+        losses = torch.stack(losses).float().cpu().tolist()
+        if not all(np.isfinite(losses)):
+            raise FloatingPointError(f"{self.method_name}: client {client} round {round_index}: loss became {losses[-1]}")
+        self.save_client_state(client, round_index, {"method": method.state_dict(), "optimizer": optimizer.state_dict()})
+        slices = cfg["local_steps"] * cfg["volumes_per_batch"] * cfg["partitions"]
+        return RoundResult(
+            shared={k: v.detach().cpu() for k, v in method.shared_state().items()},
+            num_examples=slices,
+            metrics={"loss_first": losses[0], "loss_last": losses[-1], "loss_mean": float(np.mean(losses))},
+            payload=method.outgoing_payload() if self.exchanges else {},
+        )
+
+    def pretrained_parts(self, final: dict) -> list[dict]:
+        """Per client, the U-Net parts fine-tuning loads (the same for all clients under FedAvg)."""
+        parts = []
+        for client in range(self.num_clients):
+            method, _ = self.restore(client, self.num_rounds, final["state"] if self.aggregate else None)
+            parts.append({name: {k: v.cpu() for k, v in sd.items()} for name, sd in method.pretrained_state().items()})
+        return parts

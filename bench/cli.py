@@ -1,0 +1,102 @@
+"""The `bench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.config import ConfigError, available_presets, load_config
+from bench.datasets.errors import DataError
+from bench.registry import UnknownMethodError, available_methods, resolve_method_names
+
+USER_ERRORS = (ConfigError, UnknownMethodError, DataError, FileNotFoundError)
+
+
+def _csv(kind):
+    return lambda text: [kind(part) for part in text.split(",") if part.strip()]
+
+
+def run_overrides(args) -> list[str]:
+    """The CLI's shortcut options as config overrides."""
+    pairs = {
+        "data.root": args.data, "split.clients": args.clients, "split.n_values": args.n_values,
+        "split.folds": args.folds, "finetune.modes": args.modes, "run.seeds": args.seeds,
+        "pretrain.setting": args.setting, "run.device": args.device,
+    }
+    return [f"{key}={value}" for key, value in pairs.items() if value is not None] + list(args.set)
+
+
+def cmd_run(args) -> int:
+    from bench.results import summary_table
+    from bench.runner import Runner, check_run_dir
+
+    config = load_config(args.preset, run_overrides(args))
+    methods = resolve_method_names(args.methods)
+    run_dir = Path(args.out or Path("runs") / (args.preset or "default"))
+    check_run_dir(run_dir, config, args.fresh)
+    print(f"run folder: {run_dir}  methods: {', '.join(methods)}", file=sys.stderr)
+    runner = Runner(config, run_dir, progress=not args.no_progress)
+    runner.run(methods)
+    rows = runner.store.load()
+    rows = rows[rows["method"].isin(methods)]
+    print(f"\nMean Dice (foreground classes, test patients; split {runner.bundle.split.hash}):")
+    print(summary_table(rows).to_string())
+    return 0
+
+
+def cmd_methods(args) -> int:
+    for name, cls in available_methods().items():
+        print(f"{name:14s} {cls.summary}")
+        if args.verbose:
+            print(f"{'':14s}   averaged across clients: {cls.shared_doc}")
+            print(f"{'':14s}   kept on the client:      {cls.local_doc}")
+            print(f"{'':14s}   fine-tuning loads:       {', '.join(cls.pretrained_parts) or 'nothing'}")
+            for key, value in cls.defaults.items():
+                print(f"{'':14s}   {key} = {value!r}  ({cls.sources.get(key, 'no source given')})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="pretrain, fine-tune and evaluate methods")
+    run.add_argument("--methods", required=True, help="comma-separated method names, or 'all'")
+    run.add_argument("--preset", default="tiny", choices=available_presets())
+    run.add_argument("--data", help="ACDC or HVSMR folder (default: synthetic volumes)")
+    run.add_argument("--clients", type=int)
+    run.add_argument("--n-values", type=_csv(int), help="labeled patients per client, e.g. 1,2,4,8")
+    run.add_argument("--folds", type=int)
+    run.add_argument("--modes", type=_csv(str), help="fine-tuning modes: local,federated")
+    run.add_argument("--setting", choices=["federated", "local", "centralized"], help="pretraining setting")
+    run.add_argument("--seeds", type=_csv(int))
+    run.add_argument("--device", choices=["cpu", "cuda"])
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config option")
+    run.add_argument("--out", help="run folder (default: runs/<preset>)")
+    run.add_argument("--fresh", action="store_true", help="delete the run folder and start over")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    methods = commands.add_parser("methods", help="list the registered methods")
+    methods.add_argument("--verbose", action="store_true")
+    methods.set_defaults(func=cmd_methods)
+
+    from bench.cli_data import add_data_commands
+
+    add_data_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

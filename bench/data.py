@@ -1,0 +1,84 @@
+"""The data a run uses: records, preprocessed volumes and the split, per client."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.datasets.layout import read_dataset
+from bench.datasets.preprocess import PreprocessSettings, load_volumes
+from bench.datasets.splits import Split, make_split
+from bench.datasets.synthetic import write_synthetic
+
+CLASS_NAMES = {"acdc": ("RV", "Myo", "LV"), "hvsmr": ("Myocardium", "BloodPool")}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "bench"))
+
+
+def data_root(data_cfg: dict, run_dir: Path) -> Path:
+    """The configured folder, or synthetic volumes made once inside the run folder."""
+    if data_cfg["root"] is not None:
+        return Path(data_cfg["root"])
+    synth = data_cfg["synthetic"]
+    folder = run_dir / "data" / f"synthetic-{synth['layout']}"
+    done = folder / ".complete"
+    if not done.exists():
+        write_synthetic(folder, synth["layout"], synth["train"], synth["test"], synth["seed"], real_sizes=synth["real_sizes"])
+        done.write_text("ok\n")
+    return folder
+
+
+@dataclass
+class DataBundle:
+    layout: str
+    root: Path
+    volumes: dict  # patient id -> list[Volume]
+    split: Split
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES[self.layout]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) + 1
+
+    def labeled(self, patients) -> list:
+        return [v for p in patients for v in self.volumes[p] if v.label is not None]
+
+    def images(self, patients) -> list[np.ndarray]:
+        return [v.image for p in patients for v in self.volumes[p]]
+
+    def pretrain_volumes(self, setting: str) -> list[list[np.ndarray]]:
+        per_client = [self.images(client.pretrain) for client in self.split.clients]
+        if setting == "centralized":
+            return [[image for client in per_client for image in client]]
+        return per_client
+
+
+def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBundle:
+    data_cfg, split_cfg = config["data"], config["split"]
+    root = data_root(data_cfg, Path(run_dir))
+    layout, records = read_dataset(root)
+    settings = PreprocessSettings(**data_cfg["preprocess"])
+    phases = tuple(data_cfg["phases"]) if layout == "acdc" else ("volume",)
+    volumes = load_volumes(records, settings, cache_dir() / "preprocessed", phases=phases,
+                           include_cine=data_cfg["include_cine"], progress=progress)
+    split_path = Path(run_dir) / "split.json"
+    if split_path.exists():
+        split = Split.load(split_path)
+    else:
+        split = make_split(
+            records,
+            clients=split_cfg["clients"], scheme=split_cfg["scheme"], alpha=split_cfg["alpha"],
+            n_values=tuple(split_cfg["n_values"]), folds=split_cfg["folds"],
+            val_per_client=split_cfg["val_per_client"], test=split_cfg["test"],
+            test_fraction=split_cfg["test_fraction"], seed=split_cfg["seed"],
+        )
+        split.save(split_path)
+    return DataBundle(layout=layout, root=root, volumes=volumes, split=split)

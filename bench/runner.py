@@ -1,0 +1,175 @@
+"""A benchmark run: pretrain each method, fine-tune for each mode, N and fold, evaluate.
+
+Every unit of work writes its result rows atomically, so rerunning the same
+command skips what is done and resumes what was interrupted.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from bench.config import ConfigError, config_hash
+from bench.data import DataBundle, prepare_data
+from bench.evaluation import dice_per_class, predict_volume
+from bench.federated.engine import run_in_process
+from bench.finetune import FinetuneTask
+from bench.io import atomic_torch_save, atomic_write_text, torch_load
+from bench.pretrain import PretrainTask
+from bench.provenance import code_version, library_versions
+from bench.registry import get_method
+from bench.results import ResultStore
+
+
+@dataclass(frozen=True)
+class Unit:
+    method: str
+    seed: int
+    mode: str
+    n: int
+    fold: int
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "seed": self.seed, "mode": self.mode, "n": self.n, "fold": self.fold}
+
+
+def check_run_dir(run_dir: Path, config: dict, fresh: bool) -> None:
+    """A run folder holds one config: resuming with another would mix results."""
+    saved = run_dir / "config.yaml"
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if saved.exists():
+        previous = yaml.safe_load(saved.read_text())
+        if config_hash(previous) != config_hash(config):
+            raise ConfigError(
+                f"{saved}: this run folder was made with another configuration "
+                f"(config hash {config_hash(previous)}, now {config_hash(config)}); "
+                "use --fresh to start over or --out for a new folder"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, yaml.safe_dump(config, sort_keys=True))
+
+
+class Runner:
+    def __init__(self, config: dict, run_dir: Path, *, progress: bool = True):
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.store = ResultStore(self.run_dir)
+        if config["run"]["threads"]:
+            torch.set_num_threads(config["run"]["threads"])
+        self._bundle: DataBundle | None = None
+
+    @property
+    def bundle(self) -> DataBundle:
+        if self._bundle is None:
+            self._bundle = prepare_data(self.config, self.run_dir, progress=self.progress)
+        return self._bundle
+
+    def units(self, methods: list[str]) -> list[Unit]:
+        cfg = self.config
+        return [
+            Unit(method, seed, mode, n, fold)
+            for seed in cfg["run"]["seeds"]
+            for method in methods
+            for mode in cfg["finetune"]["modes"]
+            for n in cfg["split"]["n_values"]
+            for fold in range(cfg["split"]["folds"])
+        ]
+
+    # -- pretraining ----------------------------------------------------
+    def pretrain(self, method: str, seed: int) -> list[dict]:
+        """Per client, the U-Net parts to start fine-tuning from (empty for random init)."""
+        clients = len(self.bundle.split.clients)
+        if not get_method(method).needs_pretraining:
+            return [{} for _ in range(clients)]
+        path = self.run_dir / "pretrained" / f"{method}-seed{seed}.pt"
+        if path.exists():
+            return torch_load(path)
+        task = self.pretrain_task(method, seed)
+        final = run_in_process(task)
+        parts = task.pretrained_parts(final)
+        if self.config["pretrain"]["setting"] == "centralized":
+            parts = parts * clients
+        self.write_loss_history(method, seed, final["history"])
+        atomic_torch_save(path, parts)
+        return parts
+
+    def pretrain_task(self, method: str, seed: int) -> PretrainTask:
+        return PretrainTask(
+            config=self.config, method=method, seed=seed,
+            work_dir=self.run_dir / "work" / "pretrain" / f"{method}-seed{seed}",
+            client_volumes=self.bundle.pretrain_volumes(self.config["pretrain"]["setting"]),
+            spec=self.job_spec("pretrain", method=method, seed=seed),
+        )
+
+    def write_loss_history(self, method: str, seed: int, history: list[dict]) -> None:
+        lines = ["method,seed,round,client,loss_first,loss_last,loss_mean"]
+        for entry in history:
+            for client, metrics in sorted(entry["train"].items()):
+                lines.append(
+                    f"{method},{seed},{entry['round']},{client},{metrics['loss_first']:.6g},"
+                    f"{metrics['loss_last']:.6g},{metrics['loss_mean']:.6g}"
+                )
+        atomic_write_text(self.run_dir / "pretrain_loss" / f"{method}-seed{seed}.csv", "\n".join(lines) + "\n")
+
+    # -- fine-tuning and evaluation -------------------------------------
+    def finetune_task(self, unit: Unit, init_parts: list[dict]) -> FinetuneTask:
+        bundle = self.bundle
+        clients = bundle.split.clients
+        return FinetuneTask(
+            config=self.config, mode=unit.mode, seed=unit.seed,
+            work_dir=self.run_dir / "work" / "finetune" / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}-fold{unit.fold}",
+            labeled=[bundle.labeled(c.labeled_patients(unit.n, unit.fold)) for c in clients],
+            validation=[bundle.labeled(c.val) for c in clients],
+            num_classes=bundle.num_classes, init_parts=init_parts,
+            spec=self.job_spec("finetune", **unit.as_dict()),
+        )
+
+    def finetune(self, unit: Unit, init_parts: list[dict]) -> list[dict]:
+        task = self.finetune_task(unit, init_parts)
+        models = task.selected_models(run_in_process(task))
+        rows = self.evaluate(unit, task, models)
+        shutil.rmtree(task.work_dir, ignore_errors=True)
+        return rows
+
+    def evaluate(self, unit: Unit, task: FinetuneTask, models: list[dict]) -> list[dict]:
+        bundle = self.bundle
+        metadata = {
+            "method": unit.method, "pretrain_setting": self.config["pretrain"]["setting"],
+            "finetune_mode": unit.mode, "dataset": bundle.layout, "n_labeled": unit.n, "fold": unit.fold,
+            "seed": unit.seed, "split_hash": bundle.split.hash, "config_hash": config_hash(self.config),
+            "preset": self.config["preset"], "code_version": code_version(), "versions": library_versions(),
+        }
+        rows = []
+        for client, state in enumerate(models):
+            model = task.build_model(client)
+            model.load_state_dict(state)
+            for volume in bundle.labeled(bundle.split.clients[client].test):
+                prediction = predict_volume(model, volume.image, task.device.device)
+                scores = dice_per_class(prediction, volume.label, bundle.num_classes)
+                for class_name, dice in zip(bundle.class_names, scores):
+                    rows.append({**metadata, "client": client, "patient": volume.patient_id,
+                                 "phase": volume.phase, "class_name": class_name, "dice": float(dice)})
+        return rows
+
+    def job_spec(self, kind: str, **fields) -> dict:
+        return {"kind": kind, "config": self.config, "run_dir": str(self.run_dir), **fields}
+
+    # -- the whole run --------------------------------------------------
+    def run(self, methods: list[str]) -> None:
+        units = [u for u in self.units(methods) if not self.store.is_done(u.as_dict())]
+        bar = tqdm(total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress)
+        parts_cache: dict[tuple[str, int], list[dict]] = {}
+        for unit in units:
+            key = (unit.method, unit.seed)
+            if key not in parts_cache:
+                bar.set_postfix_str(f"pretraining {unit.method} (seed {unit.seed})")
+                parts_cache[key] = self.pretrain(unit.method, unit.seed)
+            bar.set_postfix_str(f"{unit.method} {unit.mode} N={unit.n} fold {unit.fold}")
+            self.store.write(unit.as_dict(), self.finetune(unit, parts_cache[key]))
+            bar.update()
+        bar.close()

@@ -1,0 +1,262 @@
+"""FCL: federated contrastive learning with feature exchange (Wu et al., MICCAI 2021).
+
+Each client trains a main encoder + projection head (averaged with FedAvg) and
+keeps a momentum copy of both (an exponential moving average, never sent).
+The momentum features of the slices it sees go into a local memory bank
+together with their partition labels; after local training the client sends
+the bank's feature vectors (never images) to the server, which forwards them
+to the other clients, where they replace the remote memory bank of the
+previous round.
+
+Loss for a query q (main-encoder feature of an augmented slice), Wu et al.
+2021, Eq. 1-2:
+
+    L = l(q, Lambda(q), Q') + l(q, P(q), Q')
+    l(q, P, Q') = -1/|P| sum_{k+ in P} log( exp(q.k+/tau) / (exp(q.k+/tau) + sum_{n in N(q)} exp(q.n/tau)) )
+
+- Q': K features drawn at random (with the step's generator) from the local
+  and remote banks together;
+- Lambda(q) = {p in Q' : partition(p) = partition(q)}: the bank positives;
+- P(q): the local positives, momentum features of the other view of the
+  current batch's slices of q's partition (the other view of q's own slice and
+  the same partition of the other volumes in the batch);
+- N(q) = {n in Q' : partition(n) != partition(q)}: the paper writes the
+  denominator's sum over Q'; since positives are the same partition and
+  negatives "the other partitions", the sum here runs over the entries of Q'
+  of other partitions only (Q' entries of q's partition are positives, never
+  negatives).
+
+All features are L2-normalised. A query whose Lambda(q) is empty (no
+same-partition entry was drawn) contributes 0 to the first term. While both
+banks are empty (the very first step) Q' falls back to the current batch's
+momentum features, so that the first term equals the second.
+
+Local CL (``methods/local_cl.py``) is this class without exchange or FedAvg.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from bench.methods._contrastive import positive_set_loss
+from bench.methods.base import PretrainMethod
+from lightly.models.modules import MoCoProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+
+from bench.augment import random_view
+from bench.registry import register_method
+
+
+def fcl_loss(
+    queries: torch.Tensor,
+    query_partitions: torch.Tensor,
+    keys: torch.Tensor,
+    key_partitions: torch.Tensor,
+    sampled: torch.Tensor,
+    sampled_partitions: torch.Tensor,
+    temperature: float,
+) -> dict[str, torch.Tensor]:
+    """FCL's loss (Wu et al. 2021, Eq. 1-2) for L2-normalised features.
+
+    queries (N, D): main-encoder features q; keys (M, D): the current batch's
+    momentum features, the candidates for the local positives P(q) (those of
+    q's partition); sampled (K, D): Q', drawn from the memory banks.
+    Returns the mean over queries of ``l(q, Lambda(q), Q') + l(q, P(q), Q')``
+    as ``loss`` and the two terms (``bank`` and ``local``) separately.
+    """
+    bank_logits = queries @ sampled.T / temperature
+    same_in_bank = query_partitions[:, None] == sampled_partitions[None, :]  # Lambda(q)
+    negatives = ~same_in_bank  # N(q): the other partitions in Q'
+    key_logits = queries @ keys.T / temperature
+    same_in_batch = query_partitions[:, None] == key_partitions[None, :]  # P(q)
+    bank_term = positive_set_loss(bank_logits, same_in_bank, bank_logits, negatives)
+    local_term = positive_set_loss(key_logits, same_in_batch, bank_logits, negatives)
+    return {
+        "loss": (bank_term + local_term).mean(),
+        "bank": bank_term.mean(),
+        "local": local_term.mean(),
+    }
+
+
+@register_method
+class FCL(PretrainMethod):
+    name = "fcl"
+    summary = (
+        "FCL: partition-aware contrastive learning with a momentum encoder and local + remote "
+        "memory banks of feature vectors exchanged through the server each round"
+    )
+    defaults: ClassVar[dict] = {
+        "temperature": 0.1,
+        "num_sampled": 256,
+        "bank_size": 512,
+        "momentum": 0.99,
+        "hidden_dim": 512,
+        "projection_dim": 128,
+    }
+    sources: ClassVar[dict[str, str]] = {
+        "temperature": "choice: 0.1, unstated in FCL; the value of Chaitanya et al. 2020 and of "
+        "the same group's positional contrastive learning (Zeng et al. 2021)",
+        "num_sampled": "choice: K = 256 features drawn from the banks per step; FCL samples a "
+        "subset because too many negatives hurt but does not state K",
+        "bank_size": "choice: 512 momentum features per client's local bank (FIFO); at the "
+        "default sampler (8 volumes x 4 partitions = 32 slices per step) 16 local steps refill it, "
+        "so with 20 local steps a round the features sent are all from the current round",
+        "momentum": "choice: 0.99, unstated in FCL; MoCo's 0.999 moves too slowly for the few "
+        "hundred steps of a benchmark run",
+        "hidden_dim": "choice: 512, MoCo v2's 2-layer MLP head scaled to the 128-d U-Net bottleneck",
+        "projection_dim": "128, MoCo v2 / SimCLR; unstated in FCL",
+    }
+    federation = "fedavg"
+    pretrained_parts = ("encoder",)
+    local_state_prefixes = ("momentum_", "bank_", "remote_")
+    shared_doc = "encoder and projection head (FedAvg); local-bank feature vectors sent each round"
+    local_doc = "momentum encoder and head, local and remote memory banks, optimiser state"
+    # Whether feature vectors are exchanged through the server.
+    exchanges_features = True
+
+    def __init__(self, unet, hparams, **kwargs):
+        super().__init__(unet, hparams, **kwargs)
+        hp = self.hparams
+        dim = hp["projection_dim"]
+        self.projection = MoCoProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], dim)
+        self.momentum_encoder = copy.deepcopy(unet.encoder)
+        self.momentum_projection = copy.deepcopy(self.projection)
+        deactivate_requires_grad(self.momentum_encoder)
+        deactivate_requires_grad(self.momentum_projection)
+        size = int(hp["bank_size"])
+        # Local bank: a FIFO ring buffer of momentum features and their partitions.
+        self.register_buffer("bank_features", torch.zeros(size, dim))
+        self.register_buffer("bank_partitions", torch.zeros(size, dtype=torch.long))
+        self.register_buffer("bank_pointer", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bank_count", torch.zeros((), dtype=torch.long))
+        # Remote bank: the other clients' local banks as last received.
+        capacity = size * max(self.num_clients - 1, 0) if self.exchanges_features else 0
+        self.register_buffer("remote_features", torch.zeros(capacity, dim))
+        self.register_buffer("remote_partitions", torch.zeros(capacity, dtype=torch.long))
+        self.register_buffer("remote_clients", torch.zeros(capacity, dtype=torch.long))
+        self.register_buffer("remote_count", torch.zeros((), dtype=torch.long))
+
+    # -- networks -------------------------------------------------------
+    def _query(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.unet.encoder.embed(images)), dim=1)
+
+    @torch.no_grad()
+    def _key(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.momentum_projection(self.momentum_encoder.embed(images)), dim=1)
+
+    def begin_round(self, round_index: int, num_rounds: int) -> None:
+        super().begin_round(round_index, num_rounds)
+        if round_index == 0:
+            # The momentum networks start from the (aggregated) main networks.
+            update_momentum(self.unet.encoder, self.momentum_encoder, 0.0)
+            update_momentum(self.projection, self.momentum_projection, 0.0)
+
+    def after_optimizer_step(self) -> None:
+        m = self.hparams["momentum"]
+        update_momentum(self.unet.encoder, self.momentum_encoder, m)
+        update_momentum(self.projection, self.momentum_projection, m)
+
+    # -- memory banks ---------------------------------------------------
+    def bank_contents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Valid features and partitions of the local and remote banks, concatenated."""
+        n_local, n_remote = int(self.bank_count), int(self.remote_count)
+        features = torch.cat([self.bank_features[:n_local], self.remote_features[:n_remote]])
+        partitions = torch.cat([self.bank_partitions[:n_local], self.remote_partitions[:n_remote]])
+        return features, partitions
+
+    def sample_bank(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q': K features drawn without replacement from the local and remote banks."""
+        features, partitions = self.bank_contents()
+        chosen = torch.randperm(features.shape[0], generator=generator)[: self.hparams["num_sampled"]]
+        chosen = chosen.to(features.device)
+        return features[chosen], partitions[chosen]
+
+    @torch.no_grad()
+    def enqueue(self, features: torch.Tensor, partitions: torch.Tensor) -> None:
+        size = self.bank_features.shape[0]
+        features, partitions = features[-size:], partitions[-size:]
+        slots = (int(self.bank_pointer) + torch.arange(features.shape[0])) % size
+        slots = slots.to(self.bank_features.device)
+        self.bank_features[slots] = features.to(self.bank_features.dtype)
+        self.bank_partitions[slots] = partitions.to(self.bank_partitions.device)
+        self.bank_pointer.fill_((int(self.bank_pointer) + features.shape[0]) % size)
+        self.bank_count.fill_(min(size, int(self.bank_count) + features.shape[0]))
+
+    # -- training -------------------------------------------------------
+    def training_step(self, batch, generator):
+        images, partitions = batch["image"], batch["partition"].to(batch["image"].device)
+        view_a, _ = random_view(images, generator)
+        view_b, _ = random_view(images, generator)
+        q_a, q_b = self._query(view_a), self._query(view_b)
+        k_a, k_b = self._key(view_a), self._key(view_b)
+        if int(self.bank_count) + int(self.remote_count) > 0:
+            sampled, sampled_partitions = self.sample_bank(generator)
+            sampled_a = sampled_b = sampled
+            parts_a = parts_b = sampled_partitions
+        else:
+            # First step: no bank yet, Q' is the current batch's momentum features.
+            sampled_a, sampled_b, parts_a, parts_b = k_b, k_a, partitions, partitions
+        tau = self.hparams["temperature"]
+        # Each view's queries take the other view's momentum features as local positives.
+        out_a = fcl_loss(q_a, partitions, k_b, partitions, sampled_a, parts_a, tau)
+        out_b = fcl_loss(q_b, partitions, k_a, partitions, sampled_b, parts_b, tau)
+        self.enqueue(k_a, partitions)
+        return {
+            "loss": 0.5 * (out_a["loss"] + out_b["loss"]),
+            "bank_term": 0.5 * (out_a["bank"] + out_b["bank"]).detach(),
+            "local_term": 0.5 * (out_a["local"] + out_b["local"]).detach(),
+        }
+
+    # -- federation -----------------------------------------------------
+    def outgoing_payload(self) -> dict[str, np.ndarray]:
+        """The local bank's feature vectors and partition ids (Wu et al. 2021, Sec. 2.2)."""
+        n = int(self.bank_count)
+        return {
+            "features": self.bank_features[:n].detach().cpu().numpy().astype(np.float32),
+            "partitions": self.bank_partitions[:n].cpu().numpy().astype(np.int32),
+        }
+
+    @torch.no_grad()
+    def incoming_payload(self, payloads: dict[int, dict[str, np.ndarray]]) -> None:
+        """Replaces the remote bank with the other clients' newest local banks."""
+        features, partitions, clients = [], [], []
+        for client_id in sorted(payloads):
+            payload = payloads[client_id]
+            if client_id == self.client_id or "features" not in payload:
+                continue
+            feats = np.asarray(payload["features"], dtype=np.float32)
+            parts = np.asarray(payload["partitions"])
+            if feats.ndim != 2 or feats.shape[1] != self.remote_features.shape[1]:
+                raise ValueError(
+                    f"method {self.name}: client {client_id} sent features of shape {feats.shape}; "
+                    f"expected (n, {self.remote_features.shape[1]})"
+                )
+            if parts.shape != (feats.shape[0],):
+                raise ValueError(
+                    f"method {self.name}: client {client_id} sent {parts.shape} partitions "
+                    f"for {feats.shape[0]} features"
+                )
+            features.append(torch.from_numpy(feats))
+            partitions.append(torch.from_numpy(parts.astype(np.int64)))
+            clients.append(torch.full((feats.shape[0],), client_id, dtype=torch.long))
+        capacity = self.remote_features.shape[0]
+        # Old features out: whatever arrives replaces the previous round's bank.
+        self.remote_count.zero_()
+        if not features:
+            return
+        features_t, partitions_t, clients_t = torch.cat(features), torch.cat(partitions), torch.cat(clients)
+        if features_t.shape[0] > capacity:
+            raise ValueError(
+                f"method {self.name}: received {features_t.shape[0]} remote features, more than the "
+                f"remote bank holds ({capacity} = bank_size x (num_clients - 1))"
+            )
+        n = features_t.shape[0]
+        device = self.remote_features.device
+        self.remote_features[:n] = features_t.to(device)
+        self.remote_partitions[:n] = partitions_t.to(device)
+        self.remote_clients[:n] = clients_t.to(device)
+        self.remote_count.fill_(n)

@@ -78,6 +78,7 @@ def validate(config: dict) -> None:
         ("split", "scheme"): {"iid", "group", "dirichlet"},
         ("run", "device"): {"cpu", "cuda"},
         ("run", "amp"): {"none", "bf16"},
+        ("run", "engine"): {"inprocess", "flower"},
         ("model", "norm"): {"instance", "batch", "group"},
         ("data", "preprocess", "normalise"): {"minmax", "zscore"},
     }

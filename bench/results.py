@@ -15,7 +15,7 @@ import pandas as pd
 from bench.io import atomic_write_text
 
 ROW_COLUMNS = [
-    "method", "pretrain_setting", "finetune_mode", "dataset", "n_labeled", "fold", "client",
+    "method", "pretrain_setting", "pretrain_dataset", "finetune_mode", "dataset", "n_labeled", "fold", "client",
     "patient", "phase", "class_name", "dice", "seed", "split_hash", "config_hash", "preset",
     "code_version", "versions",
 ]

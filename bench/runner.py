@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from bench.config import ConfigError, config_hash
 from bench.data import DataBundle, prepare_data
 from bench.evaluation import dice_per_class, predict_volume
-from bench.federated.engine import run_in_process
+from bench.federated.engine import run_task
 from bench.finetune import FinetuneTask
 from bench.io import atomic_torch_save, atomic_write_text, torch_load
 from bench.pretrain import PretrainTask
@@ -86,17 +86,35 @@ class Runner:
         clients = len(self.bundle.split.clients)
         if not get_method(method).needs_pretraining:
             return [{} for _ in range(clients)]
+        source = self.config["pretrain"]["from_run"]
+        if source is not None:
+            return self.transferred_parts(Path(source), method, seed, clients)
         path = self.run_dir / "pretrained" / f"{method}-seed{seed}.pt"
         if path.exists():
             return torch_load(path)
         task = self.pretrain_task(method, seed)
-        final = run_in_process(task)
+        final = run_task(task, self.config["run"])
         parts = task.pretrained_parts(final)
         if self.config["pretrain"]["setting"] == "centralized":
             parts = parts * clients
         self.write_loss_history(method, seed, final["history"])
         atomic_torch_save(path, parts)
         return parts
+
+    @staticmethod
+    def transferred_parts(source: Path, method: str, seed: int, clients: int) -> list[dict]:
+        """Pretrained parts from another run; client i takes source client i mod K."""
+        path = source / "pretrained" / f"{method}-seed{seed}.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: pretrain.from_run has no pretrained {method} (seed {seed}); run it there first")
+        parts = torch_load(path)
+        return [parts[i % len(parts)] for i in range(clients)]
+
+    def pretrain_dataset(self) -> str:
+        source = self.config["pretrain"]["from_run"]
+        if source is None:
+            return self.bundle.layout
+        return yaml.safe_load((Path(source) / "run.yaml").read_text())["dataset"]
 
     def pretrain_task(self, method: str, seed: int) -> PretrainTask:
         return PretrainTask(
@@ -131,7 +149,7 @@ class Runner:
 
     def finetune(self, unit: Unit, init_parts: list[dict]) -> list[dict]:
         task = self.finetune_task(unit, init_parts)
-        models = task.selected_models(run_in_process(task))
+        models = task.selected_models(run_task(task, self.config["run"]))
         rows = self.evaluate(unit, task, models)
         shutil.rmtree(task.work_dir, ignore_errors=True)
         return rows
@@ -140,6 +158,7 @@ class Runner:
         bundle = self.bundle
         metadata = {
             "method": unit.method, "pretrain_setting": self.config["pretrain"]["setting"],
+            "pretrain_dataset": self.pretrain_dataset(),
             "finetune_mode": unit.mode, "dataset": bundle.layout, "n_labeled": unit.n, "fold": unit.fold,
             "seed": unit.seed, "split_hash": bundle.split.hash, "config_hash": config_hash(self.config),
             "preset": self.config["preset"], "code_version": code_version(), "versions": library_versions(),
@@ -161,6 +180,7 @@ class Runner:
 
     # -- the whole run --------------------------------------------------
     def run(self, methods: list[str]) -> None:
+        atomic_write_text(self.run_dir / "run.yaml", yaml.safe_dump({"dataset": self.bundle.layout, "split_hash": self.bundle.split.hash}))
         units = [u for u in self.units(methods) if not self.store.is_done(u.as_dict())]
         bar = tqdm(total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress)
         parts_cache: dict[tuple[str, int], list[dict]] = {}

@@ -13,6 +13,13 @@ from bench.federated.grid import InProcessGrid
 from bench.federated.jobs import register_task, write_job
 
 
+def run_task(task, run_cfg: dict) -> dict:
+    """Trains ``task`` on the configured engine and returns its final server state."""
+    if run_cfg["engine"] == "inprocess":
+        return run_in_process(task)
+    raise NotImplementedError(f"run.engine={run_cfg['engine']!r} is not available yet")
+
+
 def run_in_process(task) -> dict:
     """Trains ``task`` for all its rounds (resuming from its last round) and returns the final state."""
     work_dir = Path(task.work_dir)

@@ -6,7 +6,10 @@ command skips what is done and resumes what was interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +153,9 @@ class Runner:
     def finetune(self, unit: Unit, init_parts: list[dict]) -> list[dict]:
         task = self.finetune_task(unit, init_parts)
         models = task.selected_models(run_task(task, self.config["run"]))
+        if unit.fold == 0:
+            # One fine-tuned model per (method, mode, N) for the report's qualitative figure.
+            atomic_torch_save(self.run_dir / "models" / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}.pt", models[0])
         rows = self.evaluate(unit, task, models)
         shutil.rmtree(task.work_dir, ignore_errors=True)
         return rows
@@ -175,6 +181,15 @@ class Runner:
                                  "phase": volume.phase, "class_name": class_name, "dice": float(dice)})
         return rows
 
+    @contextlib.contextmanager
+    def timed(self, phase: str, **fields):
+        """Appends the duration of a step to <run>/timings.jsonl (provenance, not results)."""
+        start = time.perf_counter()
+        yield
+        record = {"phase": phase, **fields, "seconds": round(time.perf_counter() - start, 3)}
+        with open(self.run_dir / "timings.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+
     def job_spec(self, kind: str, **fields) -> dict:
         return {"kind": kind, "config": self.config, "run_dir": str(self.run_dir), **fields}
 
@@ -188,8 +203,11 @@ class Runner:
             key = (unit.method, unit.seed)
             if key not in parts_cache:
                 bar.set_postfix_str(f"pretraining {unit.method} (seed {unit.seed})")
-                parts_cache[key] = self.pretrain(unit.method, unit.seed)
+                with self.timed("pretrain", method=unit.method, seed=unit.seed):
+                    parts_cache[key] = self.pretrain(unit.method, unit.seed)
             bar.set_postfix_str(f"{unit.method} {unit.mode} N={unit.n} fold {unit.fold}")
-            self.store.write(unit.as_dict(), self.finetune(unit, parts_cache[key]))
+            with self.timed("finetune", **unit.as_dict()):
+                rows = self.finetune(unit, parts_cache[key])
+            self.store.write(unit.as_dict(), rows)
             bar.update()
         bar.close()

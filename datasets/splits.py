@@ -1,0 +1,328 @@
+"""Client splits: which patients each client pretrains on, validates on, labels and tests on.
+
+A split is a plain JSON document (canonical form: sorted keys, compact); its
+``hash`` is the sha256 of that form, so the same records, arguments and seed give
+the same split and the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .records import PatientRecord
+
+SCHEMES = ("iid", "group", "dirichlet")
+TEST_MODES = ("auto", "holdout")
+# Chaitanya et al. 2020: fixed ACDC test set, 4 patients per group.
+CHAITANYA_TEST_IDS = tuple(f"patient{i:03d}" for b in range(0, 100, 20) for i in range(b + 7, b + 11))
+
+
+class SplitError(ValueError):
+    """The records cannot be split as asked (an empty client, N larger than a pool, ...)."""
+
+
+@dataclass
+class ClientSplit:
+    """One client's patient ids; ``labeled[N][fold]`` is a list of ids."""
+
+    client: int
+    pretrain: list[str]
+    val: list[str]
+    labeled: dict[int, list[list[str]]]
+    test: list[str]
+
+    def labeled_patients(self, n: int, fold: int) -> list[str]:
+        """The ``n`` labeled patients of fold ``fold``."""
+        try:
+            return self.labeled[int(n)][int(fold)]
+        except (KeyError, IndexError):
+            raise KeyError(f"client {self.client} has no labeled subset N={n}, fold={fold} "
+                           f"(N values {sorted(self.labeled)}, "
+                           f"{len(next(iter(self.labeled.values()), []))} folds)") from None
+
+    def to_dict(self) -> dict:
+        return {"client": self.client, "pretrain": self.pretrain, "val": self.val,
+                "labeled": {str(n): folds for n, folds in sorted(self.labeled.items())},
+                "test": self.test}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClientSplit:
+        return cls(int(d["client"]), list(d["pretrain"]), list(d["val"]),
+                   {int(n): [list(s) for s in folds] for n, folds in d["labeled"].items()},
+                   list(d["test"]))
+
+
+@dataclass
+class Split:
+    """The arguments that made it (``params``) and one ``ClientSplit`` per client."""
+
+    params: dict
+    clients: list[ClientSplit]
+
+    def to_dict(self) -> dict:
+        return {"params": self.params, "clients": [c.to_dict() for c in self.clients]}
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        """First 16 hex digits of the sha256 of the canonical JSON."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @property
+    def n_clients(self) -> int:
+        return len(self.clients)
+
+    def client(self, k: int) -> ClientSplit:
+        return self.clients[k]
+
+    def labeled(self, k: int, n: int, fold: int) -> list[str]:
+        return self.clients[k].labeled_patients(n, fold)
+
+    def test_patients(self) -> list[str]:
+        return sorted(p for c in self.clients for p in c.test)
+
+    def pretrain_patients(self) -> list[str]:
+        return sorted(p for c in self.clients for p in c.pretrain)
+
+    def save(self, path: str | Path) -> Path:
+        """Write readable JSON (with the hash) atomically: temp file, fsync, rename."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({**self.to_dict(), "hash": self.hash}, sort_keys=True, indent=1)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Split:
+        return cls(dict(d["params"]), [ClientSplit.from_dict(c) for c in d["clients"]])
+
+    @classmethod
+    def load(cls, path: str | Path) -> Split:
+        """Read a saved split; DataError when unreadable or edited (hash mismatch)."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+            split = cls.from_dict(d)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(path, f"unreadable split file ({type(exc).__name__}: {exc})") from exc
+        if "hash" in d and d["hash"] != split.hash:
+            raise DataError(path, f"split hash {d['hash']} does not match its content "
+                                  f"({split.hash}); was the file edited?")
+        return split
+
+
+# ----------------------------------------------------------------------- assignment
+
+
+def _largest_remainder(weights: np.ndarray, n: int) -> np.ndarray:
+    share = weights / weights.sum() * n
+    counts = np.floor(share).astype(int)
+    order = sorted(range(len(share)), key=lambda k: (-(share[k] - counts[k]), k))
+    for k in order[: n - counts.sum()]:
+        counts[k] += 1
+    return counts
+
+
+def _by_group(ids: list[str], groups: dict) -> dict:
+    out: dict = {}
+    for p in ids:
+        out.setdefault(groups[p] or "", []).append(p)
+    return dict(sorted(out.items()))
+
+
+def _assign(ids, groups, k, scheme, alpha, rng, need: tuple[int, int]) -> list[list[str]]:
+    """Training patients per client. ``need`` = (minimum to be usable, minimum wished)."""
+    ids = sorted(ids)
+    if scheme == "iid":
+        perm = [str(p) for p in rng.permutation(ids)]
+        return [sorted(perm[c::k]) for c in range(k)]
+    if scheme == "group":
+        missing = [p for p in ids if groups[p] is None]
+        if missing:
+            raise SplitError(f"scheme 'group' needs pathology groups; {missing[0]} and "
+                             f"{len(missing) - 1} more have none (HVSMR has no groups)")
+        perm = {str(p): i for i, p in enumerate(rng.permutation(ids))}
+        ordered = sorted(ids, key=lambda p: (groups[p], perm[p]))
+        return [sorted(chunk.tolist()) for chunk in np.array_split(np.array(ordered), k)]
+    # dirichlet: per group, proportions ~ Dir(alpha) over clients; redraw (seeded) a
+    # bounded number of times until every client has enough patients
+    by_group = _by_group(ids, groups)
+    fallback = None
+    for _ in range(200):
+        clients: list[list[str]] = [[] for _ in range(k)]
+        for members in by_group.values():
+            counts = _largest_remainder(rng.dirichlet([alpha] * k), len(members))
+            perm = [str(p) for p in rng.permutation(members)]
+            for c, chunk in enumerate(np.split(np.array(perm), np.cumsum(counts)[:-1])):
+                clients[c].extend(chunk.tolist())
+        sizes = [len(c) for c in clients]
+        if min(sizes) >= need[1]:
+            return [sorted(c) for c in clients]
+        if fallback is None and min(sizes) >= need[0]:
+            fallback = clients
+    return [sorted(c) for c in (fallback or clients)]
+
+
+def _assign_like(ids, groups, train: list[list[str]], scheme, rng) -> list[list[str]]:
+    """Spread test patients over clients the way the training patients were spread."""
+    k = len(train)
+    out: list[list[str]] = [[] for _ in range(k)]
+    if scheme == "iid":
+        for i, p in enumerate(rng.permutation(sorted(ids))):
+            out[i % k].append(str(p))
+        return [sorted(c) for c in out]
+    held = np.array([[sum((groups[p] or "") == g for p in c) for c in train]
+                     for g in _by_group(ids, groups)], dtype=float)
+    for row, members in zip(held, _by_group(ids, groups).values()):
+        perm = [str(p) for p in rng.permutation(members)]
+        if row.sum() == 0:  # a group no client trains on: fill the emptiest clients
+            for p in perm:
+                out[min(range(k), key=lambda c: (len(out[c]), c))].append(p)
+            continue
+        counts = _largest_remainder(row, len(perm))
+        for c, chunk in enumerate(np.split(np.array(perm), np.cumsum(counts)[:-1])):
+            out[c].extend(chunk.tolist())
+    return [sorted(c) for c in out]
+
+
+def _labeled_folds(pool: list[str], n: int, folds: int, rng) -> list[list[str]]:
+    """``folds`` subsets of size ``n``: disjoint while the pool allows, then distinct
+    while possible, then repeats."""
+    perm = [str(p) for p in rng.permutation(pool)]
+    subsets = [sorted(perm[f * n:(f + 1) * n]) for f in range(min(folds, len(pool) // n))]
+    seen = {tuple(s) for s in subsets}
+    possible = math.comb(len(pool), n)
+    tries = 0
+    while len(subsets) < folds:
+        cand = tuple(sorted(str(p) for p in rng.choice(pool, n, replace=False)))
+        tries += 1
+        if cand not in seen or len(seen) >= possible or tries > 1000:
+            seen.add(cand)
+            subsets.append(list(cand))
+    return subsets
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def make_split(
+    records: list[PatientRecord],
+    *,
+    clients: int,
+    scheme: str = "iid",
+    alpha: float = 0.5,
+    n_values=(1, 2, 4, 8),
+    folds: int = 5,
+    val_per_client: int = 1,
+    test: str = "auto",
+    test_fraction: float = 0.2,
+    test_ids=None,
+    seed: int = 0,
+) -> Split:
+    """Split training patients over ``clients`` clients and pick each one's subsets.
+
+    ``scheme``: "iid" (seeded shuffle, round robin), "group" (contiguous blocks of
+    patients sorted by pathology group: non-IID) or "dirichlet" (per group,
+    proportions ~ Dir(alpha) over clients). Per client: ``pretrain`` = all its
+    training patients, ``val`` = ``val_per_client`` of them, ``labeled[N][fold]``
+    drawn from the rest, ``test``. With ``test="auto"`` and a labeled testing
+    subset, testing patients are spread over clients like the training ones;
+    otherwise (or ``test="holdout"``) ``test_fraction`` of each client's patients
+    are held out of pretrain/val/labeled. ``test_ids`` fixes the test patients
+    (e.g. ``CHAITANYA_TEST_IDS``), taken out of training and spread likewise.
+    Raises SplitError naming the client when a client is empty or N exceeds its pool.
+    """
+    if scheme not in SCHEMES:
+        raise SplitError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
+    if test not in TEST_MODES:
+        raise SplitError(f"test must be one of {TEST_MODES}, not {test!r}")
+    if clients < 1 or folds < 1 or val_per_client < 0 or not 0 < test_fraction < 1:
+        raise SplitError(f"need clients >= 1, folds >= 1, val_per_client >= 0 and "
+                         f"0 < test_fraction < 1 (got {clients}, {folds}, {val_per_client}, "
+                         f"{test_fraction})")
+    n_values = sorted({int(n) for n in n_values})
+    if not n_values or n_values[0] < 1:
+        raise SplitError(f"n_values must be positive integers, got {n_values}")
+    ids = [r.patient_id for r in records]
+    if len(set(ids)) != len(ids):
+        raise SplitError("duplicate patient ids in the records")
+    groups = {r.patient_id: r.group for r in records}
+    by_id = {r.patient_id: r for r in records}
+    train = [r.patient_id for r in records if r.subset == "training"]
+    testing = [r for r in records if r.subset == "testing"]
+    if test_ids is not None:
+        test_ids = sorted(set(test_ids))
+        unknown = [p for p in test_ids if p not in by_id]
+        if unknown:
+            raise SplitError(f"test_ids not among the records: {', '.join(unknown[:5])}")
+        unlabeled = [p for p in test_ids if not by_id[p].labeled]
+        if unlabeled:
+            raise SplitError(f"test_ids without labels: {', '.join(unlabeled[:5])}")
+        mode, test_pool = "fixed", test_ids
+        train = [p for p in train if p not in set(test_ids)]
+    elif test == "auto" and testing and all(r.labeled for r in testing):
+        mode, test_pool = "testing", [r.patient_id for r in testing]
+    else:
+        mode, test_pool = "holdout", []
+    if not train:
+        raise SplitError("no training patients to split")
+    hold = 1 if mode == "holdout" else 0
+    need = (1 + hold + val_per_client, hold + val_per_client + n_values[-1])
+    assigned = _assign(train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]),
+                       need)
+    test_assigned = (_assign_like(test_pool, groups, assigned, scheme,
+                                  np.random.default_rng([seed, 1])) if test_pool else None)
+    out = []
+    for k, pool in enumerate(assigned):
+        if not pool:
+            raise SplitError(f"client {k} gets no training patients ({len(train)} patients, "
+                             f"{clients} clients, scheme {scheme!r}); use fewer clients")
+        perm = [str(p) for p in np.random.default_rng([seed, 2, k]).permutation(pool)]
+        if mode == "holdout":
+            n_test = max(1, round(test_fraction * len(perm)))
+            client_test, perm = sorted(perm[:n_test]), perm[n_test:]
+        else:
+            client_test = test_assigned[k]
+        if len(perm) <= val_per_client:
+            raise SplitError(f"client {k} has {len(perm)} patients after test hold-out; "
+                             f"needs more than val_per_client={val_per_client}")
+        if not client_test:
+            raise SplitError(f"client {k} gets no test patients (test mode {mode!r}, "
+                             f"scheme {scheme!r}); use fewer clients or another scheme")
+        val, lab_pool = sorted(perm[:val_per_client]), sorted(perm[val_per_client:])
+        labeled = {}
+        for n in n_values:
+            if n > len(lab_pool):
+                raise SplitError(f"client {k}: N={n} exceeds its labeled pool of "
+                                 f"{len(lab_pool)} patients ({len(pool)} assigned, "
+                                 f"{val_per_client} val, {len(pool) - len(perm)} test)")
+            labeled[n] = _labeled_folds(lab_pool, n, folds, np.random.default_rng([seed, 3, k, n]))
+        out.append(ClientSplit(k, sorted(perm), val, labeled, client_test))
+    params = {"clients": clients, "scheme": scheme, "alpha": float(alpha), "n_values": n_values,
+              "folds": folds, "val_per_client": val_per_client, "test": test, "test_mode": mode,
+              "test_fraction": float(test_fraction), "seed": int(seed),
+              "layouts": sorted({r.layout for r in records}), "patients": len(records)}
+    if test_ids is not None:
+        params["test_ids"] = test_ids
+    return Split(params, out)

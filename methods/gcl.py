@@ -1,0 +1,290 @@
+"""Global and local contrastive learning (Chaitanya et al., NeurIPS 2020), trained with FedAvg.
+
+Two stages, switched by round (``global_fraction`` of the rounds, then the rest):
+
+1. **Global stage** (encoder e + dense head g1). Two spatially and
+   intensity-augmented views of every slice of the batch are embedded,
+   z = g1(e(x)), and contrasted with cosine similarity over tau (Eq. 1-2):
+
+       l(x, x+) = -log( e^{sim(z, z+)/tau} / (e^{sim(z, z+)/tau} + sum_{x- in Lambda-(x)} e^{sim(z, z-)/tau}) )
+       L_g = 1/|Lambda+| sum_{(x, x+) in Lambda+} l(x, x+)
+
+   with the positive pairs Lambda+ and negative sets Lambda- of one strategy:
+   - G^R (SimCLR): positives, the two views of the same slice; negatives,
+     every other embedding of the batch;
+   - G^D-: positives as G^R; negatives, only the slices of other partitions
+     (same-partition slices of other volumes are no longer contrasted);
+   - G^D: positives also the same-partition slices of the other volumes
+     (either view); negatives, the slices of other partitions.
+   The batch sampler gives one slice per partition of each volume, the
+   "partitions" of the paper (Sec. 3.1).
+
+2. **Local stage** (the first ``decoder_blocks`` decoder blocks d_l + 1x1
+   head g2; the encoder frozen). Two intensity-only views of each slice
+   (positions stay aligned) give feature maps f = g2(d_l(e(x))). Local
+   regions of 3x3 at ``num_regions`` fixed positions are flattened and
+   projected to 128-d vectors (the official code's ``local_reg_size=1,
+   wgt_en=1``). For a pair of maps (f, f+) and a region r (Eq. 3-4):
+
+       l(f, f+, r) = -log( e^{sim(f_r, f+_r)/tau} / (e^{sim(f_r, f+_r)/tau} + sum_{n in N(r)} e^{sim(f_r, f_n)/tau} + e^{sim(f_r, f+_n)/tau}) )
+
+   N(r): the ``num_negatives`` regions nearest to r, taken from both maps.
+   L^R pairs the two views of each slice; L^D also pairs each map with the
+   maps of same-partition slices of other volumes.
+
+The paper trains centrally; here the encoder, decoder and both heads are
+averaged with FedAvg. pretrained_parts: encoder and decoder (decoder blocks
+beyond ``decoder_blocks`` keep their initialisation: only d_l is pretrained, as in the official code).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from bench.methods._contrastive import pair_mean_loss
+from bench.methods.base import PretrainMethod
+from torch import nn
+
+from bench.augment import random_intensity, random_view
+from bench.registry import register_method
+
+GLOBAL_STRATEGIES = ("GR", "GD-", "GD")
+LOCAL_STRATEGIES = ("LR", "LD")
+REGION_SIZE = 3
+
+
+def global_masks(
+    partitions: torch.Tensor, volumes: torch.Tensor, strategy: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positive and negative masks over the 2B embeddings of a two-view batch.
+
+    Embedding ``i`` and ``i + B`` are the two views of slice ``i`` (partition
+    ``partitions[i]`` of volume ``volumes[i]``). Returns (pos, neg), both
+    (2B, 2B) bool, row = anchor: Chaitanya et al. 2020, Sec. 3.1, G^R / G^D- / G^D.
+    A same-partition slice of the anchor's own volume (a volume drawn twice)
+    is neither positive nor negative under G^D- and G^D.
+    """
+    if strategy not in GLOBAL_STRATEGIES:
+        raise ValueError(f"global_strategy: unknown {strategy!r}; expected one of {GLOBAL_STRATEGIES}")
+    n = partitions.shape[0]
+    device = partitions.device
+    slice_id = torch.arange(n, device=device).repeat(2)
+    part, vol = partitions.repeat(2), volumes.to(device).repeat(2)
+    not_self = ~torch.eye(2 * n, dtype=torch.bool, device=device)
+    same_slice = (slice_id[:, None] == slice_id[None, :]) & not_self
+    same_part = part[:, None] == part[None, :]
+    other_volume = vol[:, None] != vol[None, :]
+    if strategy == "GR":
+        return same_slice, not_self & ~same_slice
+    if strategy == "GD-":
+        return same_slice, ~same_part
+    return same_slice | (same_part & other_volume), ~same_part
+
+
+def global_contrastive_loss(
+    z: torch.Tensor, partitions: torch.Tensor, volumes: torch.Tensor, strategy: str, temperature: float
+) -> torch.Tensor:
+    """L_g of Chaitanya et al. 2020, Eq. 1-2, for embeddings z (2B, D) ordered as in ``global_masks``."""
+    z = F.normalize(z, dim=1)
+    logits = z @ z.T / temperature
+    pos, neg = global_masks(partitions, volumes, strategy)
+    return pair_mean_loss(logits, pos, logits, neg)
+
+
+def region_positions(height: int, width: int, num_regions: int) -> list[tuple[int, int]]:
+    """Top-left corners of the 3x3 local regions, as the official code lays them out.
+
+    9 regions: a 3x3 grid (corners, edge midpoints, centre); 13: the same plus
+    the four quarter points. Corners are placed so that every region fits.
+    """
+    if num_regions not in (9, 13):
+        raise ValueError(f"num_regions: {num_regions} not supported; expected 9 or 13 (Chaitanya et al.)")
+    if height < REGION_SIZE + 1 or width < REGION_SIZE + 1:
+        raise ValueError(f"local feature map {height}x{width} is too small for {REGION_SIZE}x{REGION_SIZE} regions")
+    ymax, xmax = height - REGION_SIZE, width - REGION_SIZE
+    fractions = [(a, b) for a in (0, 0.5, 1) for b in (0, 0.5, 1)]
+    if num_regions == 13:
+        fractions += [(0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)]
+    return [(int(a * ymax), int(b * xmax)) for a, b in fractions]
+
+
+def nearest_regions(positions: list[tuple[int, int]], count: int) -> torch.Tensor:
+    """For each region, the ``count`` nearest other regions (the "nearby" negatives of the official code)."""
+    if not 1 <= count < len(positions):
+        raise ValueError(f"num_negatives: {count} must be in [1, {len(positions) - 1}]")
+    pos = torch.tensor(positions, dtype=torch.float64)
+    dist = torch.cdist(pos, pos)
+    dist.fill_diagonal_(float("inf"))
+    # Stable sort: ties go to the region listed first.
+    return torch.sort(dist, dim=1, stable=True).indices[:, :count]
+
+
+def local_contrastive_loss(
+    regions: torch.Tensor, pairs: torch.Tensor, negatives: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Chaitanya et al. 2020, Eq. 3-4: mean of l(f, f+, r) over the map pairs and regions.
+
+    regions (M, R, D): region vectors of M feature maps; pairs (P, 2): (anchor
+    map, positive map) indices; negatives (R, n): each region's negative regions,
+    taken from both the anchor and the positive map.
+    """
+    z = F.normalize(regions, dim=-1)
+    anchor, positive = z[pairs[:, 0]], z[pairs[:, 1]]  # (P, R, D)
+    pos_logits = (anchor * positive).sum(-1) / temperature  # (P, R)
+    neg_from_anchor = torch.einsum("prd,prnd->prn", anchor, anchor[:, negatives]) / temperature
+    neg_from_positive = torch.einsum("prd,prnd->prn", anchor, positive[:, negatives]) / temperature
+    neg_logits = torch.cat([neg_from_anchor, neg_from_positive], dim=2)  # (P, R, 2n)
+    pos_logits = pos_logits.reshape(-1, 1)
+    neg_logits = neg_logits.reshape(pos_logits.shape[0], -1)
+    return pair_mean_loss(
+        pos_logits, torch.ones_like(pos_logits, dtype=torch.bool), neg_logits, torch.ones_like(neg_logits, dtype=torch.bool)
+    )
+
+
+@register_method
+class GlobalLocalContrastive(PretrainMethod):
+    name = "gcl"
+    summary = (
+        "Global (partition-aware, G^R/G^D-/G^D) then local (decoder regions, L^R/L^D) contrastive "
+        "learning of Chaitanya et al. 2020, with FedAvg"
+    )
+    defaults: ClassVar[dict] = {
+        "global_strategy": "GD",
+        "local_strategy": "LR",
+        "temperature": 0.1,
+        "local_temperature": 0.1,
+        "hidden_dim": 1024,
+        "projection_dim": 128,
+        "global_fraction": 0.5,
+        "decoder_blocks": 3,
+        "num_regions": 13,
+        "num_negatives": 5,
+        "region_dim": 128,
+    }
+    sources: ClassVar[dict[str, str]] = {
+        "global_strategy": "GD, the best ACDC encoder strategy of Chaitanya et al. 2020",
+        "local_strategy": "LR, the best ACDC decoder strategy of Chaitanya et al. 2020 (G^D + L^R)",
+        "temperature": "0.1, Chaitanya et al. 2020 (official --temp_fac 0.1)",
+        "local_temperature": "0.1, the official code uses the same --temp_fac for the local stage",
+        "hidden_dim": "1024, g1 of Chaitanya et al. (dense 1024 -> 128); its input here is the "
+        "average-pooled bottleneck (128-d) rather than the flattened map, so the head does not "
+        "depend on the image size",
+        "projection_dim": "128, Chaitanya et al. 2020",
+        "global_fraction": "choice: half of the rounds for the global stage, the rest for the local "
+        "stage; the paper trains the stages one after the other with equal iteration counts "
+        "(10,000 each in the official scripts)",
+        "decoder_blocks": "choice: 3 decoder blocks (a map at 1/4 of the input side, 48x48 at 192); "
+        "the official script's default --no_of_decoder_blocks is 1; capped at the U-Net's decoder depth",
+        "num_regions": "13, the official code (--no_of_local_regions 13)",
+        "num_negatives": "5 nearest regions from each of the two maps, official code",
+        "region_dim": "128, the dense layer on the flattened 3x3 region in the official code (wgt_en=1)",
+    }
+    federation = "fedavg"
+    pretrained_parts = ("encoder", "decoder")
+    shared_doc = "encoder, decoder, global head g1 and local head g2 (FedAvg)"
+    local_doc = "optimiser state"
+
+    def __init__(self, unet, hparams, **kwargs):
+        super().__init__(unet, hparams, **kwargs)
+        hp = self.hparams
+        if hp["global_strategy"] not in GLOBAL_STRATEGIES:
+            raise ValueError(f"global_strategy: unknown {hp['global_strategy']!r}; expected one of {GLOBAL_STRATEGIES}")
+        if hp["local_strategy"] not in LOCAL_STRATEGIES:
+            raise ValueError(f"local_strategy: unknown {hp['local_strategy']!r}; expected one of {LOCAL_STRATEGIES}")
+        if hp["decoder_blocks"] < 1:
+            raise ValueError(f"decoder_blocks: {hp['decoder_blocks']} must be at least 1")
+        # A shallower U-Net than the default uses all of its decoder blocks.
+        self.decoder_blocks = min(int(hp["decoder_blocks"]), len(unet.decoder.ups))
+        if not 0.0 <= hp["global_fraction"] <= 1.0:
+            raise ValueError(f"global_fraction: {hp['global_fraction']} not in [0, 1]")
+        # g1: dense layers without bias, as in the official code.
+        self.global_head = nn.Sequential(
+            nn.Linear(unet.encoder.out_dim, hp["hidden_dim"], bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hp["hidden_dim"], hp["projection_dim"], bias=False),
+        )
+        # g2: two 1x1 convolutions on the decoder map, then a dense layer per flattened 3x3 region.
+        channels = unet.decoder.widths[len(unet.decoder.widths) - 1 - self.decoder_blocks]
+        self.local_head = nn.Sequential(
+            nn.Conv2d(channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 1, bias=False),
+        )
+        self.region_projection = nn.Linear(channels * REGION_SIZE**2, hp["region_dim"], bias=False)
+        self.stage = "global" if hp["global_fraction"] > 0 else "local"
+
+    # -- stages ---------------------------------------------------------
+    def global_rounds(self, num_rounds: int) -> int:
+        """Rounds of the global stage: ``global_fraction`` of them, at least one of each stage
+        when the fraction is strictly between 0 and 1 and there are two rounds or more."""
+        fraction = self.hparams["global_fraction"]
+        rounds = math.floor(fraction * num_rounds + 0.5)
+        if fraction > 0:
+            rounds = max(rounds, 1)
+        if fraction < 1 and num_rounds > 1:
+            rounds = min(rounds, num_rounds - 1)
+        return min(rounds, num_rounds)
+
+    def begin_round(self, round_index: int, num_rounds: int) -> None:
+        super().begin_round(round_index, num_rounds)
+        self.stage = "global" if round_index < self.global_rounds(num_rounds) else "local"
+        # The local stage trains the decoder on a frozen encoder (Chaitanya et al., Sec. 3.2).
+        self.unet.encoder.requires_grad_(self.stage == "global")
+
+    # -- training -------------------------------------------------------
+    def training_step(self, batch, generator):
+        if self.stage == "global":
+            return {"loss": self.global_step(batch, generator)}
+        return {"loss": self.local_step(batch, generator)}
+
+    def global_step(self, batch, generator) -> torch.Tensor:
+        images = batch["image"]
+        self.unet.encoder.train(self.training)
+        view_a, _ = random_view(images, generator)
+        view_b, _ = random_view(images, generator)
+        z = self.global_head(self.unet.encoder.embed(torch.cat([view_a, view_b])))
+        partitions = batch["partition"].to(images.device)
+        return global_contrastive_loss(
+            z, partitions, batch["volume"], self.hparams["global_strategy"], self.hparams["temperature"]
+        )
+
+    def local_features(self, images: torch.Tensor) -> torch.Tensor:
+        """g2(d_l(e(x))): the first ``decoder_blocks`` decoder blocks on the frozen encoder."""
+        self.unet.encoder.eval()  # frozen: no normalisation statistics move either
+        with torch.no_grad():
+            features = self.unet.encoder(images)
+        x = features[-1]
+        skips = list(reversed(features[:-1]))
+        for up, skip in zip(self.unet.decoder.ups[: self.decoder_blocks], skips):
+            x = up(x, skip)
+        return self.local_head(x)
+
+    def region_vectors(self, maps: torch.Tensor) -> torch.Tensor:
+        """(M, C, H, W) maps -> (M, R, region_dim): each 3x3 region flattened and projected."""
+        positions = region_positions(maps.shape[2], maps.shape[3], self.hparams["num_regions"])
+        windows = torch.stack(
+            [maps[:, :, y : y + REGION_SIZE, x : x + REGION_SIZE].flatten(1) for y, x in positions], dim=1
+        )
+        return self.region_projection(windows)
+
+    def local_pairs(self, partitions: torch.Tensor, volumes: torch.Tensor) -> torch.Tensor:
+        """(anchor, positive) map index pairs: L^R the two views of each slice; L^D also the
+        same-partition slices of other volumes (G^D's positives)."""
+        strategy = "GR" if self.hparams["local_strategy"] == "LR" else "GD"
+        pos, _ = global_masks(partitions, volumes, strategy)
+        return pos.nonzero()
+
+    def local_step(self, batch, generator) -> torch.Tensor:
+        images = batch["image"]
+        view_a = random_intensity(images, generator)
+        view_b = random_intensity(images, generator)
+        maps = self.local_features(torch.cat([view_a, view_b]))
+        regions = self.region_vectors(maps)
+        positions = region_positions(maps.shape[2], maps.shape[3], self.hparams["num_regions"])
+        negatives = nearest_regions(positions, self.hparams["num_negatives"]).to(maps.device)
+        pairs = self.local_pairs(batch["partition"].to(images.device), batch["volume"])
+        return local_contrastive_loss(regions, pairs, negatives, self.hparams["local_temperature"])

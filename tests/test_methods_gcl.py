@@ -1,0 +1,196 @@
+"""Global/local contrastive learning (Chaitanya et al. 2020): positive/negative sets, losses, stages."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from bench.methods.gcl import (
+    GlobalLocalContrastive,
+    global_contrastive_loss,
+    global_masks,
+    local_contrastive_loss,
+    nearest_regions,
+    region_positions,
+)
+
+from bench.backbone import UNet2D
+
+# Hand-made batch: 3 volumes x 2 partitions, plus volume 0 drawn a second time.
+PARTITIONS = torch.tensor([0, 1, 0, 1, 0, 1, 0])
+VOLUMES = torch.tensor([0, 0, 1, 1, 2, 2, 0])
+B = 7
+
+
+def _info(k: int) -> tuple[int, int, int]:
+    """(slice, partition, volume) of embedding k of the two-view batch."""
+    s = k % B
+    return s, int(PARTITIONS[s]), int(VOLUMES[s])
+
+
+def _direct_sets(strategy: str) -> tuple[set, set]:
+    """Positive and negative pairs written from the paper's wording, one pair at a time."""
+    pos, neg = set(), set()
+    for a in range(2 * B):
+        for b in range(2 * B):
+            if a == b:
+                continue
+            (sa, pa, va), (sb, pb, vb) = _info(a), _info(b)
+            same_slice = sa == sb
+            if strategy == "GR":  # SimCLR: the other view is the positive, everything else negative
+                (pos if same_slice else neg).add((a, b))
+            elif strategy == "GD-":  # negatives only from other partitions
+                if same_slice:
+                    pos.add((a, b))
+                elif pa != pb:
+                    neg.add((a, b))
+            else:  # GD: same partition of another volume is positive too
+                if same_slice or (pa == pb and va != vb):
+                    pos.add((a, b))
+                elif pa != pb:
+                    neg.add((a, b))
+    return pos, neg
+
+
+def _pairs(mask: torch.Tensor) -> set:
+    return {tuple(p) for p in mask.nonzero().tolist()}
+
+
+@pytest.mark.parametrize("strategy", ["GR", "GD-", "GD"])
+def test_global_positive_and_negative_sets_match_direct_computation(strategy):
+    pos, neg = global_masks(PARTITIONS, VOLUMES, strategy)
+    expected_pos, expected_neg = _direct_sets(strategy)
+    assert _pairs(pos) == expected_pos
+    assert _pairs(neg) == expected_neg
+    assert not (pos & neg).any()
+
+
+def test_gd_minus_excludes_same_partition_other_volume_slices_from_negatives():
+    pos, neg = global_masks(PARTITIONS, VOLUMES, "GD-")
+    gr_pos, gr_neg = global_masks(PARTITIONS, VOLUMES, "GR")
+    # Slice 0 (partition 0, volume 0) and slice 2 (partition 0, volume 1): a negative pair in G^R only.
+    for a, b in [(0, 2), (0, 2 + B), (0 + B, 4), (2, 0)]:
+        assert gr_neg[a, b] and not neg[a, b] and not pos[a, b]
+    # Other partitions stay negatives; the positives are those of G^R.
+    assert neg[0, 1] and neg[0, 3 + B]
+    assert torch.equal(pos, gr_pos)
+    # G^D makes them positives.
+    gd_pos, gd_neg = global_masks(PARTITIONS, VOLUMES, "GD")
+    assert gd_pos[0, 2] and gd_pos[0, 4 + B] and not gd_neg[0, 2]
+    # Same partition, same volume (volume 0 drawn twice): neither positive nor negative.
+    assert not gd_pos[0, 6] and not gd_neg[0, 6]
+
+
+@pytest.mark.parametrize("strategy", ["GR", "GD-", "GD"])
+def test_global_loss_equals_explicit_loops(strategy):
+    tau = 0.1
+    z = torch.randn(2 * B, 6, generator=torch.Generator().manual_seed(0))
+    loss = float(global_contrastive_loss(z, PARTITIONS, VOLUMES, strategy, tau))
+    zn = F.normalize(z, dim=1)
+    pos, neg = _direct_sets(strategy)
+    terms = []
+    for a, b in sorted(pos):
+        num = math.exp(float(zn[a] @ zn[b]) / tau)
+        den = num + sum(math.exp(float(zn[a] @ zn[n]) / tau) for (x, n) in neg if x == a)
+        terms.append(-math.log(num / den))  # Eq. 1, averaged over Lambda+ (Eq. 2)
+    assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_local_loss_equals_explicit_loops():
+    tau = 0.5
+    regions = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(1))
+    pairs = torch.tensor([[0, 1], [1, 0], [2, 3]])
+    negatives = torch.tensor([[1, 2], [0, 2], [1, 3], [2, 4], [3, 1]])
+    loss = float(local_contrastive_loss(regions, pairs, negatives, tau))
+    z = F.normalize(regions, dim=-1)
+    terms = []
+    for a, p in pairs.tolist():
+        for r in range(5):
+            num = math.exp(float(z[a, r] @ z[p, r]) / tau)
+            den = num
+            for n in negatives[r].tolist():  # nearby regions of both maps
+                den += math.exp(float(z[a, r] @ z[a, n]) / tau) + math.exp(float(z[a, r] @ z[p, n]) / tau)
+            terms.append(-math.log(num / den))
+    assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_region_layout_and_nearest_negatives():
+    positions = region_positions(12, 12, 13)
+    assert len(set(positions)) == 13
+    assert all(0 <= y <= 9 and 0 <= x <= 9 for y, x in positions)
+    assert (0, 0) in positions and (9, 9) in positions and (4, 4) in positions
+    near = nearest_regions(positions, 5)
+    assert near.shape == (13, 5)
+    assert all(r not in near[r].tolist() for r in range(13))
+    with pytest.raises(ValueError):
+        region_positions(12, 12, 7)
+
+
+def _batch(volumes=2, partitions=4, size=32):
+    g = torch.Generator().manual_seed(0)
+    n = volumes * partitions
+    return {
+        "image": torch.rand(n, 1, size, size, generator=g),
+        "partition": torch.arange(partitions).repeat(volumes),
+        "volume": torch.arange(volumes).repeat_interleave(partitions),
+    }
+
+
+def _method(**hparams):
+    torch.manual_seed(0)
+    unet = UNet2D(widths=(4, 8, 16, 16))
+    return GlobalLocalContrastive(unet, {"hidden_dim": 32, "projection_dim": 8, "region_dim": 8, **hparams})
+
+
+def test_stage_switch_by_round():
+    method = _method(global_fraction=0.5)
+    stages = []
+    for r in range(4):
+        method.begin_round(r, 4)
+        stages.append(method.stage)
+    assert stages == ["global", "global", "local", "local"]
+    assert method.global_rounds(1) == 1 and method.global_rounds(3) in (1, 2)
+    assert _method(global_fraction=0.0).global_rounds(5) == 0
+    assert _method(global_fraction=1.0).global_rounds(5) == 5
+
+
+def test_global_stage_trains_the_encoder_not_the_decoder():
+    method = _method()
+    method.begin_round(0, 2)
+    loss = method.training_step(_batch(), torch.Generator().manual_seed(0))["loss"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in method.unet.encoder.parameters())
+    assert all(p.grad is None for p in method.unet.decoder.parameters())
+
+
+@pytest.mark.parametrize("local_strategy", ["LR", "LD"])
+def test_local_stage_freezes_the_encoder(local_strategy):
+    method = _method(local_strategy=local_strategy, decoder_blocks=2)
+    method.begin_round(1, 2)
+    assert method.stage == "local"
+    assert all(not p.requires_grad for p in method.unet.encoder.parameters())
+    assert all(p.requires_grad for p in method.unet.decoder.parameters())
+    loss = method.training_step(_batch(), torch.Generator().manual_seed(0))["loss"]
+    assert torch.isfinite(loss) and loss.requires_grad
+    loss.backward()
+    assert all(p.grad is None for p in method.unet.encoder.parameters())
+    # The first two decoder blocks (d_l) and g2 are trained.
+    for block in method.unet.decoder.ups[:2]:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
+    assert all(p.grad is not None for p in method.local_head.parameters())
+    assert set(method.optimizer_parameters()).isdisjoint(set(method.unet.encoder.parameters()))
+    # Back to a global round: the encoder trains again.
+    method.begin_round(0, 2)
+    assert all(p.requires_grad for p in method.unet.encoder.parameters())
+
+
+def test_local_pairs_follow_the_strategy():
+    partitions, volumes = torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 1])
+    lr = {tuple(p) for p in _method(local_strategy="LR").local_pairs(partitions, volumes).tolist()}
+    assert lr == {(0, 4), (4, 0), (1, 5), (5, 1), (2, 6), (6, 2), (3, 7), (7, 3)}
+    ld = {tuple(p) for p in _method(local_strategy="LD").local_pairs(partitions, volumes).tolist()}
+    assert lr < ld and (0, 2) in ld and (0, 6) in ld and (0, 1) not in ld

@@ -45,6 +45,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from bench.methods._contrastive import pair_mean_loss
+from bench.methods._heads import is_counter
 from bench.methods.base import PretrainMethod
 from torch import nn
 
@@ -185,7 +186,7 @@ class GlobalLocalContrastive(PretrainMethod):
     federation = "fedavg"
     pretrained_parts = ("encoder", "decoder")
     shared_doc = "encoder, decoder, global head g1 and local head g2 (FedAvg)"
-    local_doc = "optimiser state"
+    local_doc = "g2's BatchNorm step counter, optimiser state"
 
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)
@@ -215,6 +216,9 @@ class GlobalLocalContrastive(PretrainMethod):
             nn.Conv2d(channels, channels, 1, bias=False),
         )
         self.region_projection = nn.Linear(channels * REGION_SIZE**2, hp["region_dim"], bias=False)
+        # Every parameter is trainable until begin_round freezes what the round's stage does not
+        # train: the engine builds the optimiser between construction and begin_round, so it holds
+        # all of them in every round (frozen ones get no gradient and Adam skips them).
         self.stage = "global" if hp["global_fraction"] > 0 else "local"
 
     # -- stages ---------------------------------------------------------
@@ -229,11 +233,24 @@ class GlobalLocalContrastive(PretrainMethod):
             rounds = min(rounds, num_rounds - 1)
         return min(rounds, num_rounds)
 
+    def set_stage(self, stage: str) -> None:
+        """Freezes what the stage does not train: the local stage trains d_l and g2 on a frozen
+        encoder (Chaitanya et al., Sec. 3.2); the global stage trains e and g1 only."""
+        self.stage = stage
+        is_global = stage == "global"
+        self.unet.encoder.requires_grad_(is_global)
+        self.global_head.requires_grad_(is_global)
+        self.unet.decoder.requires_grad_(not is_global)
+        self.local_head.requires_grad_(not is_global)
+        self.region_projection.requires_grad_(not is_global)
+
     def begin_round(self, round_index: int, num_rounds: int) -> None:
         super().begin_round(round_index, num_rounds)
-        self.stage = "global" if round_index < self.global_rounds(num_rounds) else "local"
-        # The local stage trains the decoder on a frozen encoder (Chaitanya et al., Sec. 3.2).
-        self.unet.encoder.requires_grad_(self.stage == "global")
+        self.set_stage("global" if round_index < self.global_rounds(num_rounds) else "local")
+
+    def is_shared(self, key: str) -> bool:
+        # g2's BatchNorm step counter (int64) stays on the client; FedAvg averages floats only.
+        return not is_counter(key) and super().is_shared(key)
 
     # -- training -------------------------------------------------------
     def training_step(self, batch, generator):

@@ -194,3 +194,22 @@ def test_local_pairs_follow_the_strategy():
     assert lr == {(0, 4), (4, 0), (1, 5), (5, 1), (2, 6), (6, 2), (3, 7), (7, 3)}
     ld = {tuple(p) for p in _method(local_strategy="LD").local_pairs(partitions, volumes).tolist()}
     assert lr < ld and (0, 2) in ld and (0, 6) in ld and (0, 1) not in ld
+
+
+def test_engine_order_optimiser_built_before_begin_round_trains_each_stage():
+    """bench.pretrain builds the optimiser right after construction, then calls begin_round."""
+    method = _method(decoder_blocks=2)
+    optimizer = torch.optim.Adam(method.optimizer_parameters(), lr=1e-2)
+    for round_index, trained, frozen in [(0, "encoder", "decoder"), (1, "decoder", "encoder")]:
+        method.begin_round(round_index, 2)
+        before = {k: v.clone() for k, v in method.unet.state_dict().items()}
+        loss = method.training_step(_batch(), torch.Generator().manual_seed(round_index))["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        after = method.unet.state_dict()
+        moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+        assert trained in moved and frozen not in moved, (round_index, moved)
+    # The optimiser's state reloads into a fresh method's optimiser (same parameter list every round).
+    fresh = _method(decoder_blocks=2)
+    torch.optim.Adam(fresh.optimizer_parameters(), lr=1e-2).load_state_dict(optimizer.state_dict())

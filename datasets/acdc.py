@@ -11,7 +11,7 @@ from .records import FrameRecord, PatientRecord
 GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
 LABELS = {0: "background", 1: "RV", 2: "Myo", 3: "LV"}
 SUBSETS = ("training", "testing")
-_PATIENT = re.compile(r"patient(\d{3})$")
+PATIENT_DIR = re.compile(r"patient(\d{3})$")
 _INT_KEYS = ("ED", "ES", "NbFrame")
 _FLOAT_KEYS = ("Height", "Weight")
 
@@ -109,7 +109,7 @@ def read_acdc(root: str | Path) -> list[PatientRecord]:
         if not sub.is_dir():
             continue
         for folder in sorted(sub.iterdir()):
-            if folder.is_dir() and _PATIENT.match(folder.name):
+            if folder.is_dir() and PATIENT_DIR.match(folder.name):
                 records.append(read_patient(folder, subset))
     if not records:
         raise DataError(base, "no patientXXX folders under training/ or testing/")

@@ -12,10 +12,14 @@ LABELS = {0: "background", 1: "myocardium", 2: "blood pool"}
 _FILE = re.compile(r"(training|testing)_axial_crop_pat(\d+)(-label)?\.nii(\.gz)?$")
 
 
-def hvsmr_files(root: str | Path) -> list[Path]:
-    """Every ``*_axial_crop_pat*`` NIfTI under ``root`` (any depth), sorted."""
+def hvsmr_files(root: str | Path, depth: int = 2) -> list[Path]:
+    """Every ``*_axial_crop_pat*`` NIfTI in ``root`` or up to ``depth`` folders below, sorted."""
     root = Path(root)
-    return sorted(p for p in root.rglob("*_axial_crop_pat*.nii*") if _FILE.match(p.name))
+    found = []
+    for level in range(depth + 1):
+        pattern = "/".join(["*"] * level + ["*_axial_crop_pat*.nii*"])
+        found += [p for p in root.glob(pattern) if _FILE.match(p.name)]
+    return sorted(found)
 
 
 def read_hvsmr(root: str | Path) -> list[PatientRecord]:

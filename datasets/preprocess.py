@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import DataError
 from .nifti import LABEL_VALUES, load_image, load_pair
@@ -82,12 +81,28 @@ class Volume:
 # ----------------------------------------------------------------- array operations
 
 
+def _axis_weights(n_in: int, n_out: int):
+    """Source indices and weights of linear interpolation, pixel-centre aligned."""
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    src = np.clip(src, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
 def _resample(array: np.ndarray, shape_hw: tuple[int, int], order: int) -> np.ndarray:
+    """Resize the last two axes: ``order`` 1 linear (images), 0 nearest (labels)."""
     h, w = array.shape[-2:]
     if (h, w) == tuple(shape_hw):
         return array
-    zoom = (1.0,) * (array.ndim - 2) + (shape_hw[0] / h, shape_hw[1] / w)
-    return ndimage.zoom(array, zoom, order=order, mode="nearest", grid_mode=True)
+    if order == 0:
+        iy = np.minimum(((np.arange(shape_hw[0]) + 0.5) * (h / shape_hw[0])).astype(np.intp), h - 1)
+        ix = np.minimum(((np.arange(shape_hw[1]) + 0.5) * (w / shape_hw[1])).astype(np.intp), w - 1)
+        return array[..., iy[:, None], ix[None, :]]
+    y0, y1, wy = _axis_weights(h, shape_hw[0])
+    x0, x1, wx = _axis_weights(w, shape_hw[1])
+    rows = array[..., y0, :] * (1 - wy)[:, None] + array[..., y1, :] * wy[:, None]
+    return (rows[..., x0] * (1 - wx) + rows[..., x1] * wx).astype(np.float32)
 
 
 def _normalise(image: np.ndarray, settings: PreprocessSettings) -> np.ndarray:

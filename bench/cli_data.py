@@ -1,0 +1,102 @@
+"""`bench data ...`: make synthetic data, make a split, check a dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench.datasets.errors import DataError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _guard(handler):
+    def run(args) -> int:
+        try:
+            return handler(args)
+        except (DataError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def cmd_synth(args) -> int:
+    from bench.datasets.synthetic import write_synthetic
+
+    out = write_synthetic(args.out, args.layout, args.train, args.test, args.seed,
+                          real_sizes=args.real_sizes, cine=args.cine,
+                          progress=not args.no_progress)
+    print(out)
+    return 0
+
+
+def cmd_split(args) -> int:
+    from bench.datasets.layout import read_dataset
+    from bench.datasets.splits import make_split
+
+    _, records = read_dataset(args.data)
+    split = make_split(records, clients=args.clients, scheme=args.scheme, alpha=args.alpha,
+                       n_values=args.n_values, folds=args.folds,
+                       val_per_client=args.val_per_client, test=args.test,
+                       test_fraction=args.test_fraction, seed=args.seed)
+    split.save(args.out)
+    print(split.hash)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from bench.datasets.check import check_dataset
+
+    layout, records, problems = check_dataset(args.data, cine=not args.no_cine,
+                                              progress=not args.no_progress)
+    frames = sum(len(r.frames) for r in records)
+    for err in problems:
+        print(f"problem: {err}", file=sys.stderr)
+    print(f"{layout}: {len(records)} patients, {frames} frames, {len(problems)} problem(s)")
+    return 2 if problems else 0
+
+
+def add_data_commands(subparsers) -> argparse.ArgumentParser:
+    """Add ``data synth|split|check`` to an argparse subparsers object."""
+    data = subparsers.add_parser("data", help="synthetic data, splits, dataset checks")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    synth = sub.add_parser("synth", help="write synthetic volumes in the ACDC or HVSMR layout")
+    synth.add_argument("--layout", choices=["acdc", "hvsmr"], default="acdc")
+    synth.add_argument("--out", required=True, help="folder to write")
+    synth.add_argument("--train", type=int, help="training patients (default: 12 tiny, 100 real)")
+    synth.add_argument("--test", type=int, help="testing patients (default: 4 tiny, 50 real)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--real-sizes", action="store_true",
+                       help="real in-plane sizes, slice counts and patient counts")
+    synth.add_argument("--cine", action="store_true", help="also write small 4D cines (ACDC)")
+    synth.add_argument("--no-progress", action="store_true")
+    synth.set_defaults(func=_guard(cmd_synth))
+
+    split = sub.add_parser("split", help="split a dataset's patients over clients")
+    split.add_argument("--data", required=True, help="ACDC or HVSMR folder")
+    split.add_argument("--clients", type=int, required=True)
+    split.add_argument("--scheme", choices=["iid", "group", "dirichlet"], default="iid")
+    split.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
+    split.add_argument("--n-values", type=_ints, default=[1, 2, 4, 8],
+                       help="labeled patients per client, e.g. 1,2,4,8")
+    split.add_argument("--folds", type=int, default=5)
+    split.add_argument("--val-per-client", type=int, default=1)
+    split.add_argument("--test", choices=["auto", "holdout"], default="auto")
+    split.add_argument("--test-fraction", type=float, default=0.2)
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--out", default="split.json")
+    split.set_defaults(func=_guard(cmd_split))
+
+    check = sub.add_parser("check", help="read every file and report problems")
+    check.add_argument("--data", required=True, help="ACDC or HVSMR folder")
+    check.add_argument("--no-cine", action="store_true", help="skip the 4D cines")
+    check.add_argument("--no-progress", action="store_true")
+    check.set_defaults(func=_guard(cmd_check))
+    return data

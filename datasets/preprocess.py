@@ -118,7 +118,9 @@ def _normalise(image: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
 
 def _crop_or_pad(array: np.ndarray, size: int, fill: float) -> tuple[np.ndarray, tuple[int, int]]:
     h, w = array.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2  # negative: pad (MONAI's centre convention)
+    # MONAI's centre convention (CenterSpatialCrop / SpatialPad); negative offset = padding
+    top = h // 2 - size // 2 if h >= size else -((size - h) // 2)
+    left = w // 2 - size // 2 if w >= size else -((size - w) // 2)
     out = np.full(array.shape[:-2] + (size, size), fill, array.dtype)
     sy, sx = max(top, 0), max(left, 0)
     dy, dx = max(-top, 0), max(-left, 0)

@@ -293,11 +293,12 @@ def make_split(
                        need)
     test_assigned = (_assign_like(test_pool, groups, assigned, scheme,
                                   np.random.default_rng([seed, 1])) if test_pool else None)
-    out = []
     for k, pool in enumerate(assigned):
         if not pool:
             raise SplitError(f"client {k} gets no training patients ({len(train)} patients, "
                              f"{clients} clients, scheme {scheme!r}); use fewer clients")
+    out = []
+    for k, pool in enumerate(assigned):
         perm = [str(p) for p in np.random.default_rng([seed, 2, k]).permutation(pool)]
         if mode == "holdout":
             n_test = max(1, round(test_fraction * len(perm)))

@@ -1,0 +1,103 @@
+"""`bench run` end to end on tiny synthetic data: determinism, resume after SIGKILL, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# A small tiny run: two methods, one N, one fold, both fine-tuning modes.
+RUN_ARGS = ["run", "--methods", "simclr,random", "--preset", "tiny", "--n-values", "2", "--folds", "1", "--no-progress"]
+
+
+def bench(*args, cwd=None, check=True, **kwargs):
+    command = [sys.executable, "-m", "bench.cli", *args]
+    result = subprocess.run(command, cwd=cwd or REPO, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def rows(run_dir: Path) -> pd.DataFrame:
+    frame = pd.concat([pd.read_csv(f, dtype={"patient": str}) for f in sorted((run_dir / "results").glob("*.csv"))])
+    return frame.sort_values(["method", "finetune_mode", "client", "patient", "phase", "class_name"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "reference"
+    result = bench(*RUN_ARGS, "--out", str(run_dir))
+    return run_dir, result
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_prints_a_dice_table_above_chance(reference_run):
+    run_dir, result = reference_run
+    assert "Mean Dice" in result.stdout and "simclr" in result.stdout and "random" in result.stdout
+    frame = rows(run_dir)
+    assert set(frame["method"]) == {"simclr", "random"}
+    assert set(frame["finetune_mode"]) == {"local", "federated"}
+    assert frame["dice"].notna().all()
+
+
+def test_all_rows_carry_the_same_split_hash_and_provenance(reference_run):
+    frame = rows(reference_run[0])
+    assert frame["split_hash"].nunique() == 1
+    for column in ("seed", "config_hash", "code_version", "versions"):
+        assert frame[column].notna().all() and frame[column].nunique() == 1
+
+
+def test_same_seed_same_command_gives_identical_rows(reference_run, tmp_path):
+    again = tmp_path / "again"
+    bench(*RUN_ARGS, "--out", str(again))
+    pd.testing.assert_frame_equal(rows(reference_run[0]), rows(again))
+
+
+def test_rerun_skips_finished_work(reference_run):
+    before = {f: f.stat().st_mtime_ns for f in (reference_run[0] / "results").glob("*.csv")}
+    bench(*RUN_ARGS, "--out", str(reference_run[0]))
+    assert before == {f: f.stat().st_mtime_ns for f in (reference_run[0] / "results").glob("*.csv")}
+
+
+def test_sigkill_half_way_then_resume_equals_uninterrupted(reference_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "bench.cli", *RUN_ARGS, "--out", str(run_dir)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run_dir / "work" / "pretrain" / "simclr-seed0" / "server" / "latest.txt"
+    deadline = time.time() + 600
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "pretrained" / "simclr-seed0.pt").exists(), "killed too late to test resuming"
+    bench(*RUN_ARGS, "--out", str(run_dir))
+    pd.testing.assert_frame_equal(rows(reference_run[0]), rows(run_dir))
+
+
+def test_bad_input_fails_clearly_and_loses_nothing(reference_run, tmp_path):
+    run_dir = reference_run[0]
+    before = sorted(p.name for p in (run_dir / "results").glob("*.csv"))
+    unknown = bench("run", "--methods", "simclr,nosuch", "--out", str(run_dir), check=False)
+    assert unknown.returncode == 2 and "unknown method 'nosuch'" in unknown.stderr
+    option = bench(*RUN_ARGS, "--out", str(run_dir), "--set", "pretrain.roundz=2", check=False)
+    assert option.returncode == 2 and "pretrain.roundz" in option.stderr
+    changed = bench(*RUN_ARGS, "--out", str(run_dir), "--set", "pretrain.rounds=9", check=False)
+    assert changed.returncode == 2 and "another configuration" in changed.stderr
+    assert sorted(p.name for p in (run_dir / "results").glob("*.csv")) == before
+    empty = tmp_path / "not-a-dataset"
+    empty.mkdir()
+    neither = bench(*RUN_ARGS, "--data", str(empty), "--out", str(tmp_path / "r"), check=False)
+    assert neither.returncode == 2 and str(empty) in neither.stderr
+
+
+def test_unknown_preset_is_refused():
+    result = bench("run", "--methods", "random", "--preset", "huge", check=False)
+    assert result.returncode == 2 and "huge" in result.stderr

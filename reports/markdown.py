@@ -1,0 +1,45 @@
+"""Markdown rendering of a report (GitHub-flavoured tables; figures link to their PNG files)."""
+
+from __future__ import annotations
+
+from bench.reports.document import Cell, Code, Figure, Note, Report, Section, Table
+
+
+def cell_markdown(cell: Cell) -> str:
+    text = cell.text.replace("|", "\\|")
+    if cell.bold:
+        text = f"**{text}**"
+    if cell.underline:
+        text = f"<u>{text}</u>"
+    return text + cell.suffix
+
+
+def table_markdown(table: Table, level: int = 3) -> str:
+    lines = [f"{'#' * level} {table.title}", ""]
+    lines.append("| " + " | ".join(c.replace("|", "\\|") for c in table.columns) + " |")
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(table.columns) - 1)) + "|")
+    lines += ["| " + " | ".join(cell_markdown(c) for c in row) + " |" for row in table.rows]
+    lines.append("")
+    lines += [f"_{note}_  " for note in table.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def block_markdown(block) -> str:
+    if isinstance(block, Table):
+        return table_markdown(block)
+    if isinstance(block, Figure):
+        image = block.files[0] if block.files else ""
+        return f"### {block.title}\n\n![{block.title}]({image})\n\n{block.caption}\n".rstrip() + "\n"
+    if isinstance(block, Note):
+        return block.text + "\n"
+    if isinstance(block, Code):
+        return f"<details><summary>{block.title}</summary>\n\n```\n{block.text.rstrip()}\n```\n\n</details>\n"
+    raise TypeError(f"unknown block {type(block).__name__}")
+
+
+def section_markdown(section: Section) -> str:
+    return f"## {section.title}\n\n" + "\n".join(block_markdown(b) for b in section.blocks)
+
+
+def report_markdown(report: Report) -> str:
+    return f"# {report.title}\n\n" + "\n".join(section_markdown(s) for s in report.sections)

@@ -1,0 +1,116 @@
+"""Qualitative grid: the same test slices, their ground truth, and each method's prediction.
+
+Uses the fine-tuned models the runner keeps (``<run>/models/{method}-seed{s}-{mode}-N{n}.pt``,
+fold 0, client 0): nothing is fine-tuned again here. Slices come from client 0's
+test patients: in each of the first volumes, the slice with the largest labelled area.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import seaborn as sns
+import torch
+import yaml
+from bench.reports.aggregate import method_order
+from bench.reports.figures import label_overlay, themed
+from matplotlib.figure import Figure as MplFigure
+
+MODEL_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)-(?P<mode>[a-z]+)-N(?P<n>\d+)\.pt$")
+
+
+def find_models(run_dir: Path) -> dict[tuple[str, int], dict[str, Path]]:
+    """(mode, n) -> method -> model file, the smallest seed of each."""
+    found: dict[tuple[str, int], dict[str, tuple[int, Path]]] = {}
+    for path in sorted((Path(run_dir) / "models").glob("*.pt")):
+        match = MODEL_NAME.match(path.name)
+        if not match:
+            continue
+        key, seed = (match["mode"], int(match["n"])), int(match["seed"])
+        current = found.setdefault(key, {}).get(match["method"])
+        if current is None or seed < current[0]:
+            found[key][match["method"]] = (seed, path)
+    return {key: {m: p for m, (_, p) in methods.items()} for key, methods in sorted(found.items())}
+
+
+def pick_slices(bundle, n_slices: int = 3) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(patient, phase, image, label) 2D slices from client 0's test volumes."""
+    picked = []
+    for patient in sorted(bundle.split.clients[0].test):
+        for volume in bundle.volumes[patient]:
+            if volume.label is None:
+                continue
+            z = int(np.argmax((volume.label > 0).reshape(volume.label.shape[0], -1).sum(axis=1)))
+            picked.append((patient, f"{volume.phase} z={z}", volume.image[z], volume.label[z]))
+            break
+        if len(picked) == n_slices:
+            break
+    return picked
+
+
+def load_model(config: dict, path: Path, num_classes: int) -> torch.nn.Module:
+    from bench.backbone import build_unet
+
+    model = build_unet(config["model"], out_channels=num_classes)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_slice(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+    return model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]).argmax(1)[0].numpy()
+
+
+def slice_dice(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> float:
+    scores = []
+    for value in range(1, num_classes):
+        truth, guess = label == value, prediction == value
+        if truth.any():
+            scores.append(2 * (truth & guess).sum() / (truth.sum() + guess.sum()))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def grid(config: dict, bundle, models: dict[str, Path], title: str, n_slices: int = 3) -> MplFigure:
+    slices = pick_slices(bundle, n_slices)
+    methods = method_order(models)
+    nets = {m: load_model(config, models[m], bundle.num_classes) for m in methods}
+    colours = sns.color_palette("Set1", n_colors=bundle.num_classes - 1)
+    ncols = 2 + len(methods)
+    figure, axes = themed(1.9 * ncols, 2.0 * len(slices) + 0.5, ncols=ncols, nrows=len(slices))
+    for row, (patient, where, image, label) in enumerate(slices):
+        axes[row, 0].imshow(image, cmap="gray", interpolation="nearest")
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        axes[row, 0].set_ylabel(f"{patient}\n{where}", fontsize=7)
+        label_overlay(axes[row, 1], image, label, colours)
+        for col, method in enumerate(methods, start=2):
+            prediction = predict_slice(nets[method], image)
+            label_overlay(axes[row, col], image, prediction, colours)
+            axes[row, col].set_xlabel(f"Dice {slice_dice(prediction, label, bundle.num_classes):.2f}", fontsize=7)
+        if row == 0:
+            for col, name in enumerate(["image", "ground truth", *methods]):
+                axes[row, col].set_title(name, fontsize=8)
+    legend = ", ".join(f"{name}: {['red', 'blue', 'green', 'purple'][i % 4]}" for i, name in enumerate(bundle.class_names))
+    figure.suptitle(f"{title}\n({legend})", fontsize=9)
+    return figure
+
+
+def qualitative_figures(run_dir: Path, bundle=None, n_slices: int = 3) -> tuple[list[tuple[str, str, MplFigure]], str | None]:
+    """[(slug, title, figure)] for each (mode, N) with saved models, or a note saying why none."""
+    run_dir = Path(run_dir)
+    models = find_models(run_dir)
+    if not models:
+        return [], f"{run_dir}: no fine-tuned models saved (models/ is absent or empty); no qualitative figure."
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if bundle is None:
+        from bench.data import prepare_data
+
+        bundle = prepare_data(config, run_dir, progress=False)
+    out = []
+    for (mode, n), by_method in models.items():
+        title = f"{run_dir.name}: test slices of client 0, {mode} fine-tuning, N={n} (fold 0 model)"
+        slug = f"qualitative-{re.sub(r'[^A-Za-z0-9]+', '-', run_dir.name)}-{mode}-n{n}"
+        out.append((slug, title, grid(config, bundle, by_method, title, n_slices)))
+    return out, None

@@ -1,0 +1,127 @@
+"""Reading run folders: result rows, configs, pretraining losses, profiles, timings, models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from bench.results import ROW_COLUMNS, ResultStore
+
+# A row is identified by these columns; two run folders holding the same key hold a copy.
+ROW_KEY = [
+    "method", "pretrain_setting", "pretrain_dataset", "finetune_mode", "dataset", "n_labeled", "fold",
+    "client", "patient", "phase", "class_name", "seed", "split_hash", "config_hash",
+]
+NO_PRESET = "default"
+
+
+class RunFolderError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict | None
+    meta: dict  # run.yaml
+    rows: pd.DataFrame
+    losses: pd.DataFrame
+    profiles: dict[str, pd.DataFrame] = field(default_factory=dict)
+    profile_json: dict[str, object] = field(default_factory=dict)
+    timings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    models: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _yaml(path: Path):
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def _read_csvs(folder: Path) -> dict[str, pd.DataFrame]:
+    frames = {}
+    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        try:
+            frames[path.stem] = pd.read_csv(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            continue
+    return frames
+
+
+def _read_jsons(folder: Path) -> dict[str, object]:
+    out = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except ValueError:
+            continue
+    return out
+
+
+def _read_timings(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame()
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by an interrupted run
+    return pd.DataFrame(records)
+
+
+def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.reindex(columns=ROW_COLUMNS).copy()
+    for column in ("n_labeled", "fold", "client", "seed"):
+        rows[column] = pd.to_numeric(rows[column]).astype("int64")
+    rows["dice"] = pd.to_numeric(rows["dice"], errors="coerce").astype(float)
+    rows["preset"] = rows["preset"].fillna(NO_PRESET).astype(str)
+    for column in ("method", "pretrain_setting", "pretrain_dataset", "finetune_mode", "dataset",
+                   "patient", "phase", "class_name", "split_hash", "config_hash"):
+        rows[column] = rows[column].astype(str)
+    return rows
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not path.is_dir():
+        raise RunFolderError(f"{path}: no such run folder")
+    if not (path / "results").is_dir() and not (path / "config.yaml").exists():
+        raise RunFolderError(f"{path}: not a run folder (no results/ and no config.yaml)")
+    rows = ResultStore(path).load()
+    rows = normalise_rows(rows) if not rows.empty else rows
+    losses = _read_csvs(path / "pretrain_loss")
+    loss_frame = pd.concat(losses.values(), ignore_index=True) if losses else pd.DataFrame()
+    return Run(
+        path=path, config=_yaml(path / "config.yaml"), meta=_yaml(path / "run.yaml") or {},
+        rows=rows, losses=loss_frame, profiles=_read_csvs(path / "profile"),
+        profile_json=_read_jsons(path / "profile"), timings=_read_timings(path / "timings.jsonl"),
+        models=sorted((path / "models").glob("*.pt")) if (path / "models").is_dir() else [],
+    )
+
+
+def load_runs(paths) -> tuple[list[Run], pd.DataFrame, list[str]]:
+    """The runs, their rows concatenated (copies dropped) and notes about what was dropped."""
+    runs, seen, notes = [], set(), []
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            notes.append(f"{path}: given twice; read once.")
+            continue
+        seen.add(resolved)
+        runs.append(load_run(path))
+    frames = [run.rows.assign(run=str(run.path)) for run in runs if not run.rows.empty]
+    if not frames:
+        return runs, pd.DataFrame(columns=[*ROW_COLUMNS, "run"]), notes
+    rows = pd.concat(frames, ignore_index=True)
+    copies = rows.duplicated(subset=ROW_KEY, keep="first")
+    if copies.any():
+        notes.append(f"{int(copies.sum())} result rows appear in more than one run folder; the first copy is used.")
+        rows = rows[~copies].reset_index(drop=True)
+    return runs, rows, notes

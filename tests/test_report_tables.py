@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-
 from bench.reports.analysis import analyse
 from bench.reports.document import MISSING
 from bench.reports.html import table_html
@@ -19,6 +17,7 @@ from bench.reports.latex import table_latex
 from bench.reports.markdown import table_markdown
 from bench.reports.runs import load_runs, normalise_rows
 from bench.reports.tables import class_table, detail_table, measured_table
+from scipy import stats
 
 _spec = importlib.util.spec_from_file_location("report_make_runs", Path(__file__).parent / "fixtures" / "report" / "make_runs.py")
 make_runs = importlib.util.module_from_spec(_spec)
@@ -110,8 +109,8 @@ def test_bold_best_underline_second(analysis):
     assert re.search(r"<td>fcl</td><td><b>0\.\d{3} ± 0\.\d{3}</b>", html)
     assert re.search(r"<td>simclr</td><td><u>0\.\d{3} ± 0\.\d{3}</u>", html)
     latex = table_latex(measured_table(analysis, exp))
-    assert re.search(r"^fcl & \\textbf\{0\.\d{3} \$\\pm\$ 0\.\d{3}\}", latex, re.M)
-    assert re.search(r"^simclr & \\underline\{0\.\d{3} \$\\pm\$ 0\.\d{3}\}", latex, re.M)
+    assert re.search(r"^fcl & \\textbf\{0\.\d{3} \$\\pm\$ 0\.\d{3}\}", latex, re.MULTILINE)
+    assert re.search(r"^simclr & \\underline\{0\.\d{3} \$\\pm\$ 0\.\d{3}\}", latex, re.MULTILINE)
 
 
 def test_ties_are_all_bold():
@@ -131,7 +130,7 @@ def test_missing_cell_shown_as_missing_in_every_format(analysis):
     assert fcl[2].text == MISSING and not fcl[2].bold and not fcl[2].underline
     assert "| fcl | " in table_markdown(table) and f" | {MISSING} |" in table_markdown(table)
     assert f"<td>{MISSING}</td>" in table_html(table)
-    assert re.search(r"^fcl & .* & --- \\\\$", table_latex(table), re.M)
+    assert re.search(r"^fcl & .* & --- \\\\$", table_latex(table), re.MULTILINE)
     assert not analysis.summary.query("experiment == @exp.slug and variant == 'fcl' and n_labeled == 4").shape[0]
 
 

@@ -91,6 +91,15 @@ def validate(config: dict) -> None:
     for mode in config["finetune"]["modes"]:
         if mode not in {"local", "federated"}:
             raise ConfigError(f"finetune.modes: unknown mode {mode!r}; expected local and/or federated")
+    run = config["run"]
+    if not isinstance(run["min_clients"], int) or run["min_clients"] < 0:
+        raise ConfigError(f"option run.min_clients={run['min_clients']!r}; expected an integer >= 0 (0: all clients)")
+    flower = run["flower"]
+    for key in ("workers", "cpus_per_client", "round_timeout"):
+        if not isinstance(flower[key], (int, float)) or flower[key] <= 0:
+            raise ConfigError(f"option run.flower.{key}={flower[key]!r}; expected a number > 0")
+    if not isinstance(flower["gpus_per_client"], (int, float)) or flower["gpus_per_client"] < 0:
+        raise ConfigError(f"option run.flower.gpus_per_client={flower['gpus_per_client']!r}; expected a number >= 0")
     size, levels = config["data"]["preprocess"]["size"], len(config["model"]["widths"])
     if size % 2 ** (levels - 1):
         raise ConfigError(

@@ -8,15 +8,29 @@ payload arrays (FCL's feature vectors) cross between them.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from bench.federated.checkpoint import ServerCheckpoint
 from bench.federated.jobs import task_for
-from bench.federated.records import arrays_to_record, record_to_arrays, record_to_state, state_to_record
+from bench.federated.records import (
+    arrays_to_record,
+    record_to_arrays,
+    record_to_state,
+    state_to_record,
+)
 from bench.federated.strategy import FORWARDED_PREFIX, PAYLOAD_KEY, BenchFedAvg
 
 client_app = ClientApp()
@@ -27,6 +41,11 @@ def _partition(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
+def _job(context: Context) -> str:
+    """The job file: a site's own (node config ``job``) or the run's (run config ``job``)."""
+    return str(context.node_config.get("job") or context.run_config["job"])
+
+
 @client_app.query()
 def identify(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord({"partition-id": _partition(context)})}), reply_to=msg)
@@ -34,7 +53,7 @@ def identify(msg: Message, context: Context) -> Message:
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
-    task = task_for(context.run_config["job"])
+    task = task_for(_job(context))
     partition = _partition(context)
     payloads = {
         int(key.removeprefix(FORWARDED_PREFIX)): record_to_arrays(record)
@@ -56,23 +75,42 @@ def train(msg: Message, context: Context) -> Message:
 
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    task = task_for(context.run_config["job"])
+    task = task_for(_job(context))
     num_examples, metrics = task.validate(_partition(context), record_to_state(msg.content["arrays"]))
     return Message(RecordDict({"metrics": MetricRecord({"num-examples": num_examples, **metrics})}), reply_to=msg)
 
 
-def map_nodes_to_partitions(grid: Grid, expected: int) -> dict[int, int]:
-    """Asks every node for its partition id: Flower's node ids are random."""
+def map_nodes_to_partitions(grid: Grid, expected: int, wait: float = 0.0) -> dict[int, int]:
+    """Asks every node for its partition id: Flower's node ids are random.
+
+    Waits up to ``wait`` seconds for ``expected`` nodes to connect (deployment).
+    """
+    deadline = time.monotonic() + wait
     node_ids = sorted(grid.get_node_ids())
+    while len(node_ids) < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        node_ids = sorted(grid.get_node_ids())
     queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
     mapping = {}
-    for reply in grid.send_and_receive(queries):
+    for reply in grid.send_and_receive(queries, timeout=max(wait, 60.0)):
         if reply.has_error():
             raise RuntimeError(f"node {reply.metadata.src_node_id} did not say its partition: {reply.error.reason}")
         mapping[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
     if sorted(mapping.values()) != list(range(expected)):
-        raise RuntimeError(f"expected partitions 0..{expected - 1}, nodes reported {sorted(mapping.values())}")
+        raise RuntimeError(
+            f"expected one node for each partition 0..{expected - 1}, nodes reported {sorted(mapping.values())} "
+            f"(waited {wait:g} s); check each SuperNode's --node-config partition-id"
+        )
     return mapping
+
+
+def fault_settings(task) -> tuple[int, float]:
+    """(minimum replies per round, round timeout in seconds) from the task's run config."""
+    run_cfg = getattr(task, "config", {}).get("run", {})
+    wanted = int(run_cfg.get("min_clients", 0))
+    min_replies = task.num_clients if wanted <= 0 else min(wanted, task.num_clients)
+    timeout = float(run_cfg.get("flower", {}).get("round_timeout", 3600))
+    return min_replies, timeout
 
 
 @server_app.main()
@@ -80,12 +118,14 @@ def serve(grid: Grid, context: Context) -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     task = task_for(context.run_config["job"])
     checkpoint = ServerCheckpoint(Path(task.work_dir) / "server")
+    min_replies, timeout = fault_settings(task)
     strategy = BenchFedAvg(
-        map_nodes_to_partitions(grid, task.num_clients),
+        map_nodes_to_partitions(grid, task.num_clients, wait=timeout),
         aggregate=task.aggregate,
         validates=task.validates,
-        min_replies=task.min_replies,
+        min_replies=min_replies,
     )
+    strategy.timeout = timeout
     arrays, done = checkpoint.resume(strategy)
     if arrays is None:
         arrays = state_to_record(task.initial_state())
@@ -94,8 +134,7 @@ def serve(grid: Grid, context: Context) -> None:
     def end_of_round(server_round: int, current: ArrayRecord):
         if server_round > 0:
             checkpoint.save(done + server_round, current, strategy)
-        return None
 
     if done < task.num_rounds:
-        strategy.start(grid, arrays, num_rounds=task.num_rounds - done, evaluate_fn=end_of_round)
+        strategy.start(grid, arrays, num_rounds=task.num_rounds - done, timeout=timeout, evaluate_fn=end_of_round)
     checkpoint.finish(task.num_rounds)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.federated.records import arrays_to_record, record_to_arrays, record_to_state, state_to_record
+from bench.federated.records import (
+    arrays_to_record,
+    record_to_arrays,
+    record_to_state,
+    state_to_record,
+)
 from bench.io import atomic_torch_save, atomic_write_text, torch_load
 
 
@@ -14,6 +19,7 @@ class ServerCheckpoint:
         self.history: list[dict] = []
         self.best: dict | None = None  # {"round", "score", "state"} when the task validates
         self.last_state = None
+        self.failures: list[dict] = []
 
     def _path(self, round_number: int) -> Path:
         return self.folder / f"round{round_number:04d}.pt"
@@ -32,6 +38,7 @@ class ServerCheckpoint:
             if self.best is None or score > self.best["score"]:
                 self.best = {"round": round_number, "score": score, "state": state}
         self.last_state = state
+        self.failures = list(strategy.failures)
         atomic_torch_save(
             self._path(round_number),
             {
@@ -54,13 +61,17 @@ class ServerCheckpoint:
         saved = torch_load(self._path(int(latest.read_text())))
         self.history, self.best, self.last_state = saved["history"], saved["best"], saved["state"]
         strategy.payloads = {p: arrays_to_record(a) for p, a in saved["payloads"].items()}
-        strategy.failures = saved["failures"]
+        strategy.failures = list(saved["failures"])
+        self.failures = list(saved["failures"])
         return state_to_record(saved["state"]), saved["round"]
 
     def finish(self, num_rounds: int) -> None:
         atomic_torch_save(
             self.folder / "final.pt",
-            {"rounds": num_rounds, "state": self.last_state, "best": self.best, "history": self.history},
+            {
+                "rounds": num_rounds, "state": self.last_state, "best": self.best,
+                "history": self.history, "failures": self.failures,
+            },
         )
 
 

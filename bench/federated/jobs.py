@@ -7,6 +7,7 @@ task object it already holds, so nothing is built twice.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -24,10 +25,18 @@ def register_task(path: Path, task) -> None:
     _TASKS[str(Path(path).resolve())] = task
 
 
+def build_from_spec(spec: dict):
+    """The task a job file describes: ``spec["factory"]`` ("module:function") or bench.tasks."""
+    if spec.get("factory"):
+        module, _, name = spec["factory"].partition(":")
+        return getattr(importlib.import_module(module), name)(spec)
+    from bench.tasks import build_task  # imported late: it loads data and models
+
+    return build_task(spec)
+
+
 def task_for(path: str | Path):
     key = str(Path(path).resolve())
     if key not in _TASKS:
-        from bench.tasks import build_task  # imported late: it loads data and models
-
-        _TASKS[key] = build_task(json.loads(Path(key).read_text()))
+        _TASKS[key] = build_from_spec(json.loads(Path(key).read_text()))
     return _TASKS[key]

@@ -53,6 +53,8 @@ class BenchFedAvg(FedAvg):
         self.last_train_metrics: dict[int, dict] = {}
         self.failures: list[dict] = []
         self.bytes_up: dict[int, dict[str, int]] = {}
+        self.timeout: float | None = None  # the round timeout, for failure messages
+        self._asked: set[int] = set()  # partitions sent a message this round
 
     def _nodes_in_order(self) -> list[int]:
         return sorted(self.node_partitions, key=self.node_partitions.get)
@@ -65,6 +67,7 @@ class BenchFedAvg(FedAvg):
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         for partition, payload in sorted(self.payloads.items()):
             content[f"{FORWARDED_PREFIX}{partition}"] = payload
+        self._asked = set(self.node_partitions.values())
         return [Message(content, dst_node_id=node, message_type=MessageType.TRAIN) for node in self._nodes_in_order()]
 
     def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
@@ -72,26 +75,41 @@ class BenchFedAvg(FedAvg):
             return []
         config = ConfigRecord({**config, "server-round": server_round})
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        self._asked = set(self.node_partitions.values())
         return [Message(content, dst_node_id=node, message_type=MessageType.EVALUATE) for node in self._nodes_in_order()]
 
-    def _split_replies(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+    def _split_replies(self, server_round: int, replies: Iterable[Message], stage: str) -> list[Message]:
+        """Valid replies in partition order; error replies and missing replies become failures."""
         valid, failed = [], []
         for reply in replies:
+            if reply.metadata.src_node_id not in self.node_partitions:
+                continue  # a node that joined after the partitions were mapped
             (failed if reply.has_error() else valid).append(reply)
-        for reply in failed:
-            record = {"round": self.round_offset + server_round, "partition": self._partition(reply), "reason": reply.error.reason}
+        round_number = self.round_offset + server_round
+        new_failures = [
+            {"round": round_number, "stage": stage, "partition": self._partition(reply), "reason": reply.error.reason or "error"}
+            for reply in failed
+        ]
+        replied = {self._partition(reply) for reply in valid + failed}
+        within = f"within the round timeout ({self.timeout:g} s)" if self.timeout else "before the round ended"
+        new_failures += [
+            {"round": round_number, "stage": stage, "partition": partition, "reason": f"no reply {within}"}
+            for partition in sorted(self._asked - replied)
+        ]
+        new_failures.sort(key=lambda f: f["partition"])
+        for record in new_failures:
             self.failures.append(record)
-            log(WARNING, "client %s failed in round %s: %s", record["partition"], record["round"], record["reason"].splitlines()[0])
+            log(WARNING, "client %s failed in round %s (%s): %s", record["partition"], round_number, stage, record["reason"].splitlines()[0])
         if len(valid) < self.min_replies:
             raise ClientFailure(
-                f"round {self.round_offset + server_round}: only {len(valid)} of {len(self.node_partitions)} "
-                f"clients replied (minimum {self.min_replies}); failures: "
-                + "; ".join(f"client {f['partition']}: {f['reason'].splitlines()[0]}" for f in self.failures[-len(failed):])
+                f"round {round_number}: only {len(valid)} of {len(self.node_partitions)} "
+                f"clients replied (minimum {self.min_replies}, run.min_clients); failures: "
+                + "; ".join(f"client {f['partition']}: {f['reason'].splitlines()[0]}" for f in new_failures)
             )
         return sorted(valid, key=self._partition)
 
     def aggregate_train(self, server_round, replies):
-        valid = self._split_replies(server_round, replies)
+        valid = self._split_replies(server_round, replies, "train")
         self.payloads = {}
         self.last_train_metrics = {}
         for reply in valid:
@@ -111,7 +129,7 @@ class BenchFedAvg(FedAvg):
     def aggregate_evaluate(self, server_round, replies) -> MetricRecord | None:
         if not self.validates:
             return None
-        valid = self._split_replies(server_round, replies)
+        valid = self._split_replies(server_round, replies, "evaluate")
         metrics = super().aggregate_evaluate(server_round, valid)
         self.last_validation = dict(metrics) if metrics is not None else None
         return metrics

@@ -8,6 +8,7 @@ resumed run starts from the state of its last completed round.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,17 +48,33 @@ class FederatedTask:
     def client_state_path(self, client: int, round_index: int) -> Path:
         return self.work_dir / "clients" / f"client{client:03d}" / f"round{round_index:04d}.pt"
 
+    def _saved_rounds(self, client: int) -> list[int]:
+        folder = self.client_state_path(client, 0).parent
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name[5:9]) for p in folder.glob("round[0-9][0-9][0-9][0-9].pt"))
+
     def load_client_state(self, client: int, round_index: int) -> dict | None:
-        """State the client saved at the end of ``round_index`` (None before round 0)."""
+        """State the client saved at the end of ``round_index`` (None before round 0).
+
+        A client that failed in a round saved nothing for it: it goes on from
+        the newest state it saved before (None if it never completed a round).
+        """
         if round_index < 0:
             return None
         path = self.client_state_path(client, round_index)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: client {client} has no state for round {round_index}")
-        return torch_load(path)
+        if path.exists():
+            return torch_load(path)
+        earlier = [r for r in self._saved_rounds(client) if r < round_index]
+        logging.getLogger(__name__).warning(
+            "client %s has no state for round %s (it failed then); going on from %s",
+            client, round_index, f"round {earlier[-1]}" if earlier else "its initial state",
+        )
+        return torch_load(self.client_state_path(client, earlier[-1])) if earlier else None
 
     def save_client_state(self, client: int, round_index: int, state: dict) -> None:
+        earlier = [r for r in self._saved_rounds(client) if r < round_index]
         atomic_torch_save(self.client_state_path(client, round_index), state)
-        # Keep the previous round's file: a restarted server may replay this round.
-        stale = self.client_state_path(client, round_index - 2)
-        stale.unlink(missing_ok=True)
+        # Keep the state this round started from: a restarted server may replay this round.
+        for stale in earlier[:-1]:
+            self.client_state_path(client, stale).unlink(missing_ok=True)

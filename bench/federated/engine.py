@@ -17,7 +17,11 @@ def run_task(task, run_cfg: dict) -> dict:
     """Trains ``task`` on the configured engine and returns its final server state."""
     if run_cfg["engine"] == "inprocess":
         return run_in_process(task)
-    raise NotImplementedError(f"run.engine={run_cfg['engine']!r} is not available yet")
+    if run_cfg["engine"] == "flower":
+        from bench.federated.simulation import run_simulation  # imported late: it loads Ray
+
+        return run_simulation(task, run_cfg)
+    raise ValueError(f"run.engine={run_cfg['engine']!r}; expected inprocess or flower")
 
 
 def run_in_process(task) -> dict:

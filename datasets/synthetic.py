@@ -12,7 +12,11 @@ blood pool (2), uint16 labels, affine carrying the spacing.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -253,7 +257,7 @@ def _write_acdc_patient(folder: Path, case: _AcdcCase, seed: int, key: tuple, sc
 
 
 def _write_acdc(out: Path, n_train, n_test, seed, size_range, slices_range, spacing_range,
-                slice_range, scale, cine, cine_frames, test_labels, progress) -> None:
+                slice_range, scale, cine, cine_frames, test_labels, progress, workers) -> None:
     base = out / "database"
     jobs = []
     for i in range(n_train):
@@ -262,15 +266,17 @@ def _write_acdc(out: Path, n_train, n_test, seed, size_range, slices_range, spac
     test_groups = _rng(seed, 7).permutation(np.resize(np.array(GROUPS), n_test))
     jobs += [("testing", n_train + i, str(g)) for i, g in enumerate(test_groups)]
     force_ed_at = min(3, n_train - 1) if n_train > 1 else -1  # at least one ED != 1
-    for subset, i, group in _progress(jobs, progress, "synth acdc"):
+    tasks = []
+    for subset, i, group in jobs:
         pid = f"patient{i + 1:03d}"
         rng = _rng(seed, 1, i)
         nb = int(rng.integers(cine_frames[0], cine_frames[1] + 1)) if cine else int(
             rng.integers(12, 36))
         case = _acdc_case(rng, pid, group, size_range, slices_range, spacing_range, slice_range,
                           nb, 4 if (i == force_ed_at and nb >= 6) else 0)
-        _write_acdc_patient(base / subset / pid, case, seed, (2, i), scale, cine,
-                            test_labels or subset == "training")
+        tasks.append(partial(_write_acdc_patient, base / subset / pid, case, seed, (2, i), scale,
+                             cine, test_labels or subset == "training"))
+    _run(tasks, progress, "synth acdc", workers)
 
 
 # -------------------------------------------------------------------------- HVSMR
@@ -346,24 +352,42 @@ def _write_hvsmr_patient(out: Path, name: str, seed: int, i: int, size_range, sc
         nib.save(img, str(out / f"{name}{suffix}.nii.gz"))
 
 
-def _write_hvsmr(out, n_train, n_test, seed, size_range, scale, test_labels, progress) -> None:
+def _write_hvsmr(out, n_train, n_test, seed, size_range, scale, test_labels, progress,
+                 workers) -> None:
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(f"training_axial_crop_pat{i}", i, True) for i in range(n_train)]
     jobs += [(f"testing_axial_crop_pat{n_train + i}", n_train + i, test_labels)
              for i in range(n_test)]
-    for name, i, labeled in _progress(jobs, progress, "synth hvsmr"):
-        _write_hvsmr_patient(out, name, seed, i, size_range, scale, labeled)
+    _run([partial(_write_hvsmr_patient, out, name, seed, i, size_range, scale, labeled)
+          for name, i, labeled in jobs], progress, "synth hvsmr", workers)
 
 
 # ---------------------------------------------------------------------------- API
 
 
-def _progress(items, show: bool, desc: str):
-    if not show:
-        return items
-    from tqdm.auto import tqdm
+def _run(tasks: list, progress: bool, desc: str, workers: int | None) -> None:
+    """Run per-patient writers, in a process pool when there are many (same files either way)."""
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if len(tasks) > 8 else 1
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="patient")
+        bar = tqdm(total=len(tasks), desc=desc, unit="patient")
+    if workers > 1:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            for fut in as_completed([pool.submit(task) for task in tasks]):
+                fut.result()
+                if bar is not None:
+                    bar.update()
+    else:
+        for task in tasks:
+            task()
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
 
 
 def write_synthetic(
@@ -383,6 +407,7 @@ def write_synthetic(
     cine_frames: tuple[int, int] = (6, 10),
     test_labels: bool = True,
     progress: bool = False,
+    workers: int | None = None,
 ) -> Path:
     """Write a synthetic dataset under ``out_dir`` and return ``out_dir``.
 
@@ -394,7 +419,8 @@ def write_synthetic(
     in-plane size in pixels (HVSMR: every side), ``scale`` multiplies the
     anatomy (default: fitted to the field of view), ``cine`` adds a 4D cine of
     ``cine_frames`` frames per ACDC patient. ``test_labels=False`` leaves the
-    testing patients unlabeled. Same arguments, same files.
+    testing patients unlabeled. ``workers`` processes write patients in parallel
+    (default: up to 2 when there are more than 8). Same arguments, same files.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -405,13 +431,13 @@ def write_synthetic(
                     counts[1] if n_test is None else n_test, seed,
                     size_range or sizes["size_range"], slices_range or sizes["slices_range"],
                     spacing_range, slice_spacing_range, scale, cine, cine_frames, test_labels,
-                    progress)
+                    progress, workers)
     elif layout == "hvsmr":
         counts = HVSMR_REAL_COUNTS if real_sizes else (4, 2)
         _write_hvsmr(out, counts[0] if n_train is None else n_train,
                      counts[1] if n_test is None else n_test, seed,
                      size_range or ((80, 170) if real_sizes else (40, 64)), scale, test_labels,
-                     progress)
+                     progress, workers)
     else:
         raise ValueError(f"layout must be 'acdc' or 'hvsmr', not {layout!r}")
     return out

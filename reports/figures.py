@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ def class_boxes(analysis: Analysis, experiment: Experiment) -> MplFigure:
     methods, n_values, classes = analysis.methods(experiment), analysis.n_values(experiment), analysis.classes(experiment)
     figure, axes = themed(max(3.2 * len(n_values), 5.0), 3.8, ncols=len(n_values), sharey=True)
     for ax, n in zip(axes[0], n_values):
-        with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]):
+        with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # seaborn 0.13 passes matplotlib's old `vert`
             sns.boxplot(data=volumes[volumes["n_labeled"] == n], x="class_name", y="dice", hue="variant",
                         order=classes, hue_order=methods, palette=palette(methods), ax=ax, fliersize=2)
         ax.set_title(f"{experiment.n_symbol}={n}")

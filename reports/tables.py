@@ -130,7 +130,7 @@ def comparison_table(analysis: Analysis, experiment: Experiment, name: str) -> T
     sym = experiment.n_symbol
     rows = []
     for printed, group in published.groupby("printed", sort=False):
-        method = group["method"].iloc[0]
+        method = group["method"].iloc[0] if isinstance(group["method"].iloc[0], str) else None
         label = f"{printed} ({method})" if method else f"{printed} (no counterpart)"
         cells = [Cell(label)]
         for n in n_values:
@@ -163,7 +163,7 @@ def published_table(name: str) -> Table:
     sym = "M" if name.startswith("transfer") else "N"
     rows = []
     for printed, group in published.groupby("printed", sort=False):
-        method = group["method"].iloc[0]
+        method = group["method"].iloc[0] if isinstance(group["method"].iloc[0], str) else None
         by_n = {r.n: mean_std(r.mean, r.std) for r in group.itertuples(index=False)}
         rows.append([Cell(f"{printed} ({method or 'no counterpart'})")] + [Cell(by_n.get(n, MISSING)) for n in n_values])
     return Table(

@@ -31,7 +31,7 @@ from bench.federated.records import (
     record_to_state,
     state_to_record,
 )
-from bench.federated.strategy import FORWARDED_PREFIX, PAYLOAD_KEY, BenchFedAvg
+from bench.federated.strategy import FORWARDED_PREFIX, PAYLOAD_KEY, BenchFedAvg, ClientFailure
 
 client_app = ClientApp()
 server_app = ServerApp()
@@ -136,5 +136,9 @@ def serve(grid: Grid, context: Context) -> None:
             checkpoint.save(done + server_round, current, strategy)
 
     if done < task.num_rounds:
-        strategy.start(grid, arrays, num_rounds=task.num_rounds - done, timeout=timeout, evaluate_fn=end_of_round)
+        try:
+            strategy.start(grid, arrays, num_rounds=task.num_rounds - done, timeout=timeout, evaluate_fn=end_of_round)
+        except ClientFailure:
+            checkpoint.record_failures(strategy)
+            raise
     checkpoint.finish(task.num_rounds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bench.federated.records import (
@@ -50,19 +51,29 @@ class ServerCheckpoint:
                 "failures": strategy.failures,
             },
         )
+        self.record_failures(strategy)
         atomic_write_text(self.folder / "latest.txt", str(round_number))
         self._path(round_number - 1).unlink(missing_ok=True)
+
+    def record_failures(self, strategy) -> None:
+        """All client failures so far, those of a round that stopped the run included."""
+        atomic_write_text(self.folder / "failures.json", json.dumps(strategy.failures, indent=1))
 
     def resume(self, strategy):
         """(arrays, completed rounds) from the last checkpoint, or (None, 0)."""
         latest = self.folder / "latest.txt"
         if not latest.exists():
+            log = self.folder / "failures.json"
+            if log.exists():  # the run stopped in its first round
+                strategy.failures = json.loads(log.read_text())
+                self.failures = list(strategy.failures)
             return None, 0
         saved = torch_load(self._path(int(latest.read_text())))
         self.history, self.best, self.last_state = saved["history"], saved["best"], saved["state"]
         strategy.payloads = {p: arrays_to_record(a) for p, a in saved["payloads"].items()}
-        strategy.failures = list(saved["failures"])
-        self.failures = list(saved["failures"])
+        log = self.folder / "failures.json"
+        strategy.failures = json.loads(log.read_text()) if log.exists() else list(saved["failures"])
+        self.failures = list(strategy.failures)
         return state_to_record(saved["state"]), saved["round"]
 
     def finish(self, num_rounds: int) -> None:

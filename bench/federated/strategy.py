@@ -9,6 +9,7 @@ bits, never depends on which client answered first.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from logging import WARNING
 
@@ -24,6 +25,22 @@ FORWARDED_PREFIX = "payload-from-"
 
 class ClientFailure(RuntimeError):
     pass
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
+def summarize(reason: str) -> str:
+    """One line from a failure's reason: the exception message under the runtime's wrapping."""
+    lines = [line.strip() for line in _ANSI.sub("", reason).splitlines() if line.strip()]
+    if not lines:
+        return "error"
+    for line in reversed(lines):
+        if "Message: " in line and "occurred" in line:
+            return line.split("Message: ", 1)[1].removesuffix("'>")
+    raised = [line for line in lines if _RAISED.match(line)]
+    return raised[-1] if raised else lines[0]
 
 
 class BenchFedAvg(FedAvg):
@@ -98,13 +115,14 @@ class BenchFedAvg(FedAvg):
         ]
         new_failures.sort(key=lambda f: f["partition"])
         for record in new_failures:
+            record["summary"] = summarize(record["reason"])
             self.failures.append(record)
-            log(WARNING, "client %s failed in round %s (%s): %s", record["partition"], round_number, stage, record["reason"].splitlines()[0])
+            log(WARNING, "client %s failed in round %s (%s): %s", record["partition"], round_number, stage, record["summary"])
         if len(valid) < self.min_replies:
             raise ClientFailure(
                 f"round {round_number}: only {len(valid)} of {len(self.node_partitions)} "
                 f"clients replied (minimum {self.min_replies}, run.min_clients); failures: "
-                + "; ".join(f"client {f['partition']}: {f['reason'].splitlines()[0]}" for f in new_failures)
+                + "; ".join(f"client {f['partition']}: {f['summary']}" for f in new_failures)
             )
         return sorted(valid, key=self._partition)
 

@@ -213,3 +213,32 @@ def test_vicreg_loss_is_invariance_variance_covariance():
         + hp["nu_param"] * (covariance(z_a) + covariance(z_b))
     )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+# -- SwAV ------------------------------------------------------------------
+def test_swav_loss_is_swapped_prediction_of_sinkhorn_codes():
+    from lightly.loss.swav_loss import sinkhorn
+
+    method = build("swav")
+    x = images()
+    loss = method.training_step({"image": x}, seeded(8))["loss"]
+    # The step first put the prototypes back on the unit sphere.
+    norms = method.prototypes.heads[0].weight.norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+
+    view_a, view_b = two_views(x, seeded(8))
+    hp = method.hparams
+
+    def scores(view):
+        z = F.normalize(method.projection(method.unet.encoder.embed(view)), dim=1)
+        return method.prototypes(z)
+
+    s_a, s_b = scores(view_a), scores(view_b)
+    codes = [sinkhorn(s.detach(), hp["sinkhorn_iterations"], hp["sinkhorn_epsilon"]) for s in (s_a, s_b)]
+
+    def cross_entropy(s, q):
+        return -(q * F.log_softmax(s / hp["temperature"], dim=1)).sum(1).mean()
+
+    expected = 0.5 * (cross_entropy(s_b, codes[0]) + cross_entropy(s_a, codes[1]))
+    assert loss.shape == ()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from bench.reports import figures, tables
 from bench.reports.analysis import Analysis, analyse
-from bench.reports.document import Note, Report, Section
+from bench.reports.document import Code, Note, Report, Section
 from bench.reports.html import report_html
 from bench.reports.latex import report_latex, table_latex
 from bench.reports.markdown import report_markdown
@@ -107,6 +108,8 @@ def profile_section(runs: list[Run], out: Path) -> Section:
             figure = figures.profile_bars(frame, f"{run.name}: profile {name}")
             if figure is not None:
                 section.blocks.append(figures.save(figure, out, slug, f"{run.name}: profile {name}"))
+        for name, content in run.profile_json.items():
+            section.blocks.append(Code(f"{run.name}: profile {name}.json", json.dumps(content, indent=2, default=str)))
     if not section.blocks:
         section.blocks.append(Note("No profiles (run `bench profile` to add them)."))
     return section

@@ -36,6 +36,7 @@ def table_latex(table: Table) -> str:
     ncols = len(table.columns)
     header = table.group_columns if table.groups and table.group_columns else table.columns
     lines = [
+        r"% needs \usepackage{booktabs}" + (r" and \usepackage{graphicx}" if ncols > WIDE else ""),
         r"\begin{table}[htbp]", r"\centering", rf"\caption{{{escape(table.title)}}}",
         rf"\label{{tab:{table.slug}}}",
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.reports.document import Cell, Code, Figure, Note, Report, Section, Table
+from bench.reports.document import MISSING, Cell, Code, Figure, Note, Report, Section, Table
 
 
 def cell_markdown(cell: Cell) -> str:
@@ -14,10 +14,16 @@ def cell_markdown(cell: Cell) -> str:
     return text + cell.suffix
 
 
+def _numeric(table: Table, index: int) -> bool:
+    """Whether a column holds numbers (right-aligned) rather than text."""
+    texts = [row[index].text for row in table.rows if row[index].text not in (MISSING, "")]
+    return all(t[:1].isdigit() or t[:1] in "+-[" for t in texts)
+
+
 def table_markdown(table: Table, level: int = 3) -> str:
     lines = [f"{'#' * level} {table.title}", ""]
     lines.append("| " + " | ".join(c.replace("|", "\\|") for c in table.columns) + " |")
-    lines.append("|" + "|".join([":---"] + ["---:"] * (len(table.columns) - 1)) + "|")
+    lines.append("|" + "|".join(":---" if i == 0 or not _numeric(table, i) else "---:" for i in range(len(table.columns))) + "|")
     lines += ["| " + " | ".join(cell_markdown(c) for c in row) + " |" for row in table.rows]
     lines.append("")
     lines += [f"_{note}_  " for note in table.notes]

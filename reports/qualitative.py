@@ -2,7 +2,7 @@
 
 Uses the fine-tuned models the runner keeps (``<run>/models/{method}-seed{s}-{mode}-N{n}.pt``,
 fold 0, client 0): nothing is fine-tuned again here. Slices come from client 0's
-test patients: in each of the first volumes, the slice with the largest labelled area.
+test patients: the slices with the largest labelled areas, one volume after another.
 """
 
 from __future__ import annotations
@@ -36,17 +36,22 @@ def find_models(run_dir: Path) -> dict[tuple[str, int], dict[str, Path]]:
 
 
 def pick_slices(bundle, n_slices: int = 3) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-    """(patient, phase, image, label) 2D slices from client 0's test volumes."""
-    picked = []
+    """(patient, where, image, label) 2D slices of client 0's test volumes: the slice with the
+    largest labelled area of each volume in turn, then the next largest, until ``n_slices``."""
+    ranked = []
     for patient in sorted(bundle.split.clients[0].test):
         for volume in bundle.volumes[patient]:
-            if volume.label is None:
-                continue
-            z = int(np.argmax((volume.label > 0).reshape(volume.label.shape[0], -1).sum(axis=1)))
-            picked.append((patient, f"{volume.phase} z={z}", volume.image[z], volume.label[z]))
-            break
-        if len(picked) == n_slices:
-            break
+            if volume.label is not None:
+                area = (volume.label > 0).reshape(volume.label.shape[0], -1).sum(axis=1)
+                order = [int(z) for z in np.argsort(-area, kind="stable") if area[z] > 0]
+                ranked.append((patient, volume, order))
+                break
+    picked = []
+    for depth in range(max((len(order) for *_, order in ranked), default=0)):
+        for patient, volume, order in ranked:
+            if depth < len(order) and len(picked) < n_slices:
+                z = order[depth]
+                picked.append((patient, f"{volume.phase} z={z}", volume.image[z], volume.label[z]))
     return picked
 
 

@@ -142,7 +142,8 @@ def test_markdown_holds_every_table_and_figure(written):
 def test_provenance(written):
     page = (written.out / "report.html").read_text()
     for text in ("aaaaaaaa", "v0-test", "cccccccccccccccc", "synthetic, seed 0", "report code version",
-                 "Total: 31.5 s over 4 recorded steps", "Configuration of", "torch_threads"):
+                 "Total: 31.5 s over 4 recorded steps", "Configuration of", "torch_threads",
+                 "acdc: profile cpu.json", "Hardware recorded by the runs"):
         assert text in page, text
     assert "No fine-tuned models saved" in page or "no fine-tuned models saved" in page
 

@@ -78,3 +78,14 @@ def test_grid_with_real_data_loading(tmp_path):
     write_models(tmp_path, config, 4, ["random-seed0-local-N1.pt"])
     figures, note = qualitative_figures(tmp_path)
     assert note is None and len(figures) == 1
+
+
+def test_slices_fill_up_from_few_volumes():
+    from bench.reports.qualitative import pick_slices
+
+    bundle = fake_bundle()
+    volume = bundle.volumes["patient001"][0]
+    volume.label[1] = volume.label[2] * (np.arange(32) < 16)  # a smaller second labelled slice
+    bundle.split.clients[0].test = ["patient001"]
+    picked = pick_slices(bundle, n_slices=3)
+    assert [where for _, where, _, _ in picked] == ["ED z=2", "ED z=1"]

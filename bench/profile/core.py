@@ -222,9 +222,18 @@ def run_profile(
     (``volumes_per_batch x partitions``, ``finetune.batch_size``) and 32 for
     inference (``predict_volume``'s batch).
     """
-    device = torch.device(settings.device)
+    threads = torch.get_num_threads()
     if config["run"]["threads"]:
         torch.set_num_threads(int(config["run"]["threads"]))
+    try:
+        return _run_profile(methods, config, settings, phases=phases, batch=batch, preset=preset,
+                            matmul_size=matmul_size, log=log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_profile(methods, config, settings, *, phases, batch, preset, matmul_size, log) -> ProfileResult:
+    device = torch.device(settings.device)
     partitions = config["pretrain"]["partitions"]
     volumes = max(1, batch // partitions) if batch else config["pretrain"]["volumes_per_batch"]
     finetune_batch = batch or config["finetune"]["batch_size"]

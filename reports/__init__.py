@@ -5,7 +5,8 @@ Modules, one job each:
 - ``runs``: read run folders (rows, configs, losses, profiles, timings, models).
 - ``aggregate``: experiments and Dice at the (client, fold) and client levels.
 - ``stats``: paired tests and bootstrap confidence intervals.
-- ``published``: the published numbers (Wu et al. 2021, Chaitanya et al. 2020).
+- ``analysis``: summaries, CIs, ranks and tests for every table cell, computed once.
+- ``published`` (numbers in ``reference_data``): Wu et al. 2021, Chaitanya et al. 2020.
 - ``tables``: the report's tables as a format-neutral model (``document``).
 - ``markdown``, ``latex``, ``html``: renderers of that model.
 - ``figures``, ``qualitative``: the figures.

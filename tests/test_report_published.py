@@ -84,3 +84,20 @@ def test_published_alone_is_labelled():
     fcl = csv[(csv.experiment == "transfer_acdc_to_hvsmr") & (csv.method == "FCL")]
     row = next(r for r in table.rows if r[0].text == "FCL (fcl)")
     assert [c.text for c in row[1:]] == [f"{m:.3f} ± {s:.3f}" for m, s in zip(fcl.dice_mean, fcl.dice_std)]
+
+
+def test_comparison_latex_is_well_formed():
+    from bench.reports.latex import table_latex
+
+    analysis = paper_analysis()
+    exp = next(e for e in analysis.experiments if matching_table(e) == "table2_federated_finetune")
+    text = table_latex(comparison_table(analysis, exp, "table2_federated_finetune"))
+    depth = 0
+    for char in text.replace(r"\{", "").replace(r"\}", ""):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        assert depth >= 0
+    assert depth == 0
+    assert r"\resizebox{\linewidth}{!}{%" in text and text.count(r"\cmidrule(lr)") == 4
+    assert r"\multicolumn{3}{c}{N=1}" in text and "published (Wu et al. 2021)" in text
+    body = text.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    assert len(body) == 7 and all(line.count(" & ") == 12 for line in body)

@@ -53,3 +53,10 @@ def test_bootstrap_ci_seeded_and_covers_mean():
     assert (low, high) == bootstrap_ci(values)
     assert low < np.mean(values) < high
     assert all(math.isnan(x) for x in bootstrap_ci([0.5]))
+
+
+def test_wilcoxon_with_ties_and_zero_differences():
+    a = series([0.5, 0.6, 0.7, 0.8, 0.9, 0.6, 0.7])
+    b = series([0.5, 0.6, 0.6, 0.7, 0.8, 0.5, 0.6])  # two zero differences, tied non-zero ones
+    result = paired_test(a, b)
+    assert result.test == "wilcoxon" and 0 < result.p < 1

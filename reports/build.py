@@ -36,6 +36,10 @@ def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> lis
     sections = []
     for experiment in analysis.experiments:
         section = Section(f"{experiment.title} ({experiment.detail})")
+        sections.append(section)
+        if not analysis.n_values(experiment):
+            section.blocks.append(Note("Result rows exist, but no Dice value (every class absent or NaN)."))
+            continue
         section.blocks.append(tables.measured_table(analysis, experiment))
         name = matching_table(experiment)
         if name is not None:
@@ -54,7 +58,6 @@ def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> lis
         section.blocks.append(figures.save(
             figures.class_boxes(analysis, experiment), out, f"class-boxes-{experiment.slug}",
             f"{experiment.title}: per-class Dice", "Each point: one test volume of one client in one fold."))
-        sections.append(section)
     return sections
 
 

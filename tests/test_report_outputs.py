@@ -156,3 +156,16 @@ def test_report_tolerates_absent_extras(tmp_path):
     page = (written.out / "report.html").read_text()
     for text in ("No profiles", "No pretraining losses recorded", "No durations recorded", "turned off"):
         assert text in page
+
+
+def test_report_of_runs_without_results(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "results").mkdir(parents=True)
+    (empty / "config.yaml").write_text("preset: tiny\n")
+    nan_rows = make_runs.make_rows(modes=("local",), n_values=(1,), clients=2).assign(dice=float("nan"))
+    nan_run = make_runs.write_run(tmp_path / "nan", nan_rows, losses=False, profile=False)
+    written = build_report([empty, nan_run], tmp_path / "out", quiet=True, qualitative=False)
+    page = (written.out / "report.html").read_text()
+    assert "no Dice value" in page and "published (Wu et al. 2021): Table 1" in page
+    written = build_report([empty], tmp_path / "out2", quiet=True, qualitative=False)
+    assert "No result rows" in (written.out / "report.html").read_text()

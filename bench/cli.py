@@ -83,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     methods.set_defaults(func=cmd_methods)
 
     from bench.cli_data import add_data_commands
+    from bench.profile.cli import add_profile_command
+    from bench.reports.cli import add_report_command
 
     add_data_commands(commands)
+    add_report_command(commands)
+    add_profile_command(commands)
     return parser
 
 

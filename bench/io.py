@@ -7,8 +7,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
@@ -30,10 +28,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_torch_save(path: str | Path, obj) -> None:
+    import torch  # imported here: the data workers use this module without torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def torch_load(path: str | Path):
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=False)

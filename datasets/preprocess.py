@@ -10,15 +10,17 @@ changed setting is never served stale; reading a cache entry decodes no NIfTI.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bench.io import atomic_write_bytes
 
 from .errors import DataError
 from .nifti import LABEL_VALUES, load_image, load_pair
@@ -176,26 +178,16 @@ def _sha256(path: Path, memo: dict) -> str:
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    """An .npz written to a temp file, fsynced, then renamed; float arrays stored raw
-    (noise hardly compresses), the rest deflated."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-                for name, array in arrays.items():
-                    array = np.asarray(array)
-                    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = (zipfile.ZIP_STORED if array.dtype.kind == "f"
-                                          else zipfile.ZIP_DEFLATED)
-                    with zf.open(info, "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """An .npz written atomically; float arrays stored raw (noise hardly compresses), the rest deflated."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED if array.dtype.kind == "f" else zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bench.io import atomic_write_text
 
 from .errors import DataError
 from .records import PatientRecord
@@ -99,18 +99,7 @@ class Split:
     def save(self, path: str | Path) -> Path:
         """Write readable JSON (with the hash) atomically: temp file, fsync, rename."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({**self.to_dict(), "hash": self.hash}, sort_keys=True, indent=1)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps({**self.to_dict(), "hash": self.hash}, sort_keys=True, indent=1) + "\n")
         return path
 
     @classmethod

@@ -25,8 +25,11 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, device, batch_size
 def dice_per_class(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
     """3D Dice of each foreground class; NaN where the class is absent from the label."""
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
-    as_onehot = lambda volume: one_hot(torch.from_numpy(volume.astype(np.int64))[None, None], num_classes)  # noqa: E731
-    return metric(as_onehot(prediction), as_onehot(label))[0].numpy().astype(np.float64)
+    return metric(_onehot(prediction, num_classes), _onehot(label, num_classes))[0].numpy().astype(np.float64)
+
+
+def _onehot(volume: np.ndarray, num_classes: int) -> torch.Tensor:
+    return one_hot(torch.from_numpy(volume.astype(np.int64))[None, None], num_classes)
 
 
 def mean_dice(model: torch.nn.Module, volumes, num_classes: int, device) -> float:

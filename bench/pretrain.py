@@ -25,6 +25,7 @@ class PretrainTask(FederatedTask):
         work_dir: Path,
         client_volumes: list[list[np.ndarray]],
         spec: dict | None = None,
+        show_progress: bool = False,
     ):
         self.config, self.seed, self.work_dir = config, seed, Path(work_dir)
         self.method_cls = get_method(method)
@@ -39,6 +40,7 @@ class PretrainTask(FederatedTask):
         self.stacks = [SliceStack(volumes, config["pretrain"]["partitions"]) for volumes in client_volumes]
         self.device = DeviceSettings(config["run"])
         self._spec = spec or {}
+        self.progress_label = f"pretraining {method}" if show_progress else None
 
     def spec(self) -> dict:
         return self._spec

@@ -125,6 +125,7 @@ class Runner:
             work_dir=self.run_dir / "work" / "pretrain" / f"{method}-seed{seed}",
             client_volumes=self.bundle.pretrain_volumes(self.config["pretrain"]["setting"]),
             spec=self.job_spec("pretrain", method=method, seed=seed),
+            show_progress=self.progress,
         )
 
     def write_loss_history(self, method: str, seed: int, history: list[dict]) -> None:

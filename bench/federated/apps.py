@@ -22,6 +22,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+from tqdm.auto import tqdm
 
 from bench.federated.checkpoint import ServerCheckpoint
 from bench.federated.jobs import task_for
@@ -131,9 +132,13 @@ def serve(grid: Grid, context: Context) -> None:
         arrays = state_to_record(task.initial_state())
     strategy.round_offset = done
 
+    label = getattr(task, "progress_label", None)
+    bar = tqdm(total=task.num_rounds, initial=done, desc=label, unit="round", leave=False, disable=label is None)
+
     def end_of_round(server_round: int, current: ArrayRecord):
         if server_round > 0:
             checkpoint.save(done + server_round, current, strategy)
+            bar.update()
 
     if done < task.num_rounds:
         try:
@@ -141,4 +146,6 @@ def serve(grid: Grid, context: Context) -> None:
         except ClientFailure:
             checkpoint.record_failures(strategy)
             raise
+        finally:
+            bar.close()
     checkpoint.finish(task.num_rounds)

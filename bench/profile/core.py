@@ -51,6 +51,9 @@ COLUMNS = [
     "peak_memory_bytes", "memory_growth_bytes", "memory_kind", "params", "trainable_params",
     "bytes_weights", "bytes_payload", "bytes_per_round",
     "data_slices_per_s", "consumer_slices_per_s", "data_ratio", "data_bound", "note",
+    # Convenience units for reports: step_s in ms, achieved_flops_per_s, and the memory figure
+    # of the device (CUDA: allocator peak; CPU: peak RSS growth) in MiB.
+    "step_ms", "achieved_flops", "peak_mem_mb",
 ]
 
 
@@ -68,7 +71,11 @@ class ProfileResult:
         stem = f"profile-{self.settings['profile_id']}"
         csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
         self.frame.to_csv(csv_path, index=False)
+        env = self.environment
         document = {
+            "device": {key: env.get(key) for key in ("device", "device_name", "cpu_model", "threads", "torch",
+                                                     "cuda_build", "cuda_runtime", "driver")
+                       if env.get(key) is not None},
             "environment": self.environment,
             "settings": self.settings,
             "matmul_peak": self.matmul,
@@ -114,9 +121,14 @@ def result_row(result: StepResult, peak_flops_per_s: float, base: dict) -> dict:
                trainable_params=result.trainable_params if result.params else math.nan,
                note="; ".join(result.notes))
     row.update(derived(result.step_times, result.batch, result.flops_per_step, peak_flops_per_s))
+    row["step_ms"] = 1e3 * row["step_s"]
+    if result.memory_kind:
+        memory = result.peak_memory_bytes if result.memory_kind == "cuda_max_allocated" else result.memory_growth_bytes
+        row["peak_mem_mb"] = memory / 2**20
     if result.phase == "data":
         for key in ("flops_per_step", "achieved_flops_per_s", "peak_ratio"):
             row[key] = math.nan
+    row["achieved_flops"] = row["achieved_flops_per_s"]
     s = result.sections
     row["forward_s"] = _median(s.get("forward", []))
     if "backward" in s:

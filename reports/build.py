@@ -18,6 +18,9 @@ from bench.reports.markdown import report_markdown
 from bench.reports.published import FCL_TITLES, PAPER_CLIENTS, fcl_table, matching_table
 from bench.reports.runs import Run, load_runs
 
+PROFILE_COLUMNS = ["phase", "method", "device", "batch", "image_size", "step_ms", "slices_per_s", "peak_mem_mb",
+                   "params", "flops_per_step", "achieved_flops", "peak_ratio", "bytes_per_round", "note"]
+
 
 @dataclass
 class Written:
@@ -107,11 +110,16 @@ def profile_section(runs: list[Run], out: Path) -> Section:
     for run in runs:
         for name, frame in run.profiles.items():
             slug = "".join(c if c.isalnum() else "-" for c in f"profile-{run.name}-{name}")
-            section.blocks.append(tables.frame_table(frame, slug, f"{run.name}: profile {name}"))
+            shown = [c for c in PROFILE_COLUMNS if c in frame.columns]
+            section.blocks.append(tables.frame_table(
+                frame[shown] if len(shown) >= 3 else frame, slug, f"{run.name}: profile {name}",
+                notes=[f"Every column: {run.path / 'profile' / (name + '.csv')}."]))
             figure = figures.profile_bars(frame, f"{run.name}: profile {name}")
             if figure is not None:
                 section.blocks.append(figures.save(figure, out, slug, f"{run.name}: profile {name}"))
         for name, content in run.profile_json.items():
+            if isinstance(content, dict):
+                content = {k: v for k, v in content.items() if k != "rows"}  # the rows are the CSV's
             section.blocks.append(Code(f"{run.name}: profile {name}.json", json.dumps(content, indent=2, default=str)))
     if not section.blocks:
         section.blocks.append(Note("No profiles (run `bench profile` to add them)."))

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure as MplFigure
 
 DPI = 110
 STYLE = {"style": "whitegrid", "context": "paper"}
-PROFILE_METRICS = ["slices_per_s", "step_ms", "peak_mem_mb", "params", "flops_per_step",
-                   "achieved_flops", "peak_ratio", "bytes_per_round"]
+PROFILE_METRICS = ["slices_per_s", "step_ms", "peak_mem_mb", "achieved_flops", "peak_ratio",
+                   "bytes_per_round", "params", "flops_per_step"]
 
 
 def themed(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwargs):
@@ -117,14 +117,19 @@ def profile_bars(frame: pd.DataFrame, title: str) -> MplFigure | None:
     if not metrics or frame.empty:
         return None
     label = "method" if "method" in frame.columns else frame.columns[0]
+    data = frame.assign(**{label: frame[label].astype(str)})
+    if "phase" in frame.columns and label == "method":
+        data[label] = frame["phase"].astype(str) + ": " + data[label]
     hue = "device" if "device" in frame.columns and label != "device" and frame["device"].nunique() > 1 else None
+    metrics = [m for m in metrics if data[m].notna().any()]
+    if not metrics:
+        return None
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    figure, axes = themed(3.6 * ncols, 3.0 * nrows, ncols=ncols, nrows=nrows)
-    data = frame.assign(**{label: frame[label].astype(str)})
+    figure, axes = themed(3.6 * ncols, 3.4 * nrows, ncols=ncols, nrows=nrows)
     for ax, metric in zip(axes.flat, metrics):
         with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]):
-            sns.barplot(data=data, x=label, y=metric, hue=hue, ax=ax, errorbar=None)
+            sns.barplot(data=data.dropna(subset=[metric]), x=label, y=metric, hue=hue, ax=ax, errorbar=None)
         ax.set_title(metric)
         ax.set_xlabel("")
         ax.tick_params(axis="x", labelrotation=45)

@@ -196,6 +196,8 @@ def frame_table(frame: pd.DataFrame, slug: str, title: str, notes: list[str] | N
         if isinstance(value, float):
             if math.isnan(value):
                 return MISSING
+            if value.is_integer() and abs(value) < 1e7:
+                return str(int(value))
             return f"{value:.3e}" if value and (abs(value) >= 1e6 or abs(value) < 1e-3) else f"{value:.4g}"
         return str(value)
 

@@ -111,7 +111,9 @@ def cmd_profile(args) -> int:
     files = result.write(out)
     print(format_table(result.frame))
     peak = result.matmul["peak_flops_per_s"]
-    print(f"\nfp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (best of before/after); "
+    thread_peak = result.matmul.get("peak_thread_flops_per_s", float("nan"))
+    print(f"\nfp32 matmul peak: {peak / 1e9:.1f} GFLOP/s wall, {thread_peak / 1e9:.1f} GFLOP/s by busiest-thread "
+          "time (best of before/after); "
           f"{result.environment['device_name']}, {result.settings['threads']} threads, torch "
           f"{result.environment['torch']}, CUDA {result.environment['cuda_build']}")
     notes = [n for n in result.frame.note if isinstance(n, str) and "out of memory" in n]

@@ -54,6 +54,11 @@ COLUMNS = [
     # Convenience units for reports: step_s in ms, achieved_flops_per_s, and the memory figure
     # of the device (CUDA: allocator peak; CPU: peak RSS growth) in MiB.
     "step_ms", "achieved_flops", "peak_mem_mb",
+    # Contention (CPU, Linux): the share of the machine other processes used during the timed
+    # steps, and the same figures from busiest-thread run time instead of wall time -- the
+    # step's time on an idle CPU, estimated on a busy one (see timing.Contention).
+    "others_cpu_share", "step_thread_s", "achieved_thread_flops_per_s", "peak_thread_flops_per_s",
+    "peak_ratio_thread",
 ]
 
 
@@ -109,7 +114,8 @@ def _median(values) -> float:
     return summarize(list(values)).median if values else math.nan
 
 
-def result_row(result: StepResult, peak_flops_per_s: float, base: dict) -> dict:
+def result_row(result: StepResult, peak_flops_per_s: float, base: dict,
+               peak_thread_flops_per_s: float = math.nan) -> dict:
     """A ``StepResult`` as a row of ``COLUMNS`` (missing figures NaN)."""
     row = dict.fromkeys(COLUMNS, math.nan)
     row.update(base)
@@ -129,6 +135,15 @@ def result_row(result: StepResult, peak_flops_per_s: float, base: dict) -> dict:
         for key in ("flops_per_step", "achieved_flops_per_s", "peak_ratio"):
             row[key] = math.nan
     row["achieved_flops"] = row["achieved_flops_per_s"]
+    shares = [x for x in result.others_shares if not math.isnan(x)]
+    row["others_cpu_share"] = _median(shares)
+    threads = [x for x in result.thread_times if not math.isnan(x)]
+    if threads and result.phase != "data" and str(base.get("device", "cpu")).startswith("cpu"):
+        row["step_thread_s"] = _median(threads)
+        row["peak_thread_flops_per_s"] = peak_thread_flops_per_s
+        if result.flops_per_step:
+            row["achieved_thread_flops_per_s"] = result.flops_per_step / row["step_thread_s"]
+            row["peak_ratio_thread"] = row["achieved_thread_flops_per_s"] / peak_thread_flops_per_s
     s = result.sections
     row["forward_s"] = _median(s.get("forward", []))
     if "backward" in s:
@@ -204,6 +219,8 @@ def format_table(frame: pd.DataFrame) -> str:
         "GFLOP/step": (frame.flops_per_step / 1e9).map(lambda x: num(x, "{:.2f}")),
         "GFLOP/s": (frame.achieved_flops_per_s / 1e9).map(num),
         "% peak": (100 * frame.peak_ratio).map(num),
+        "% peak thr": (100 * frame.peak_ratio_thread).map(num),
+        "others %": (100 * frame.others_cpu_share).map(lambda x: num(x, "{:.0f}")),
         # CUDA: the allocator's peak; CPU: the peak growth of the process's RSS.
         "mem MiB": [_mb(p) if k == "cuda_max_allocated" else _mb(g)
                     for p, g, k in zip(frame.peak_memory_bytes, frame.memory_growth_bytes, frame.memory_kind)],
@@ -287,8 +304,14 @@ def _run_profile(methods, config, settings, *, phases, batch, preset, matmul_siz
 
     after = matmul_peak(device, size=matmul_size)
     log(f"fp32 matmul peak again: {after['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    busy = [x for x in (before["others_cpu_share"], after["others_cpu_share"]) if not math.isnan(x)]
+    if busy and max(busy) > 0.2:
+        log(f"note: other processes used {100 * max(busy):.0f}% of the CPU while measuring; wall times are "
+            "inflated -- see the *_thread columns (busiest-thread run time), and run with "
+            "OMP_WAIT_POLICY=PASSIVE on a shared machine")
     peak = max(before["flops_per_s"], after["flops_per_s"])
-    frame = pd.DataFrame([result_row(r, peak, base) for r in results], columns=COLUMNS)
+    peak_thread = max(before["thread_flops_per_s"], after["thread_flops_per_s"])
+    frame = pd.DataFrame([result_row(r, peak, base, peak_thread) for r in results], columns=COLUMNS)
     frame = attach_data_pipeline(frame)
     env["load_average_end"] = load_average()
     settings_doc = {
@@ -297,7 +320,7 @@ def _run_profile(methods, config, settings, *, phases, batch, preset, matmul_siz
         "finetune_batch": finetune_batch, "inference_batch": inference_batch,
         "model": config["model"], "config_preset": config.get("preset"),
     }
-    matmul = {"before": before, "after": after, "peak_flops_per_s": peak}
+    matmul = {"before": before, "after": after, "peak_flops_per_s": peak, "peak_thread_flops_per_s": peak_thread}
     return ProfileResult(frame=frame, environment=env, settings=settings_doc, matmul=matmul)
 
 

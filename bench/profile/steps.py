@@ -22,7 +22,7 @@ from bench.backbone import build_unet
 from bench.device import DeviceSettings
 from bench.profile.flops import count_flops
 from bench.profile.memory import PeakMemory
-from bench.profile.timing import Timer, summarize, synchronizer
+from bench.profile.timing import Contention, Timer, summarize, synchronizer
 from bench.registry import get_method
 from bench.sampling import SliceStack
 
@@ -65,6 +65,14 @@ class StepResult:
     trainable_params: int = 0
     extra: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Per timed repeat: busiest-thread run time (the step's time on an idle CPU) and
+    # the share of the machine other processes used (see ``timing.Contention``).
+    thread_times: list[float] = field(default_factory=list)
+    others_shares: list[float] = field(default_factory=list)
+
+    def record_load(self, load: Contention) -> None:
+        self.thread_times.append(load.busiest_thread_s)
+        self.others_shares.append(load.others_share)
 
 
 # ------------------------------------------------------------------ model set-up
@@ -258,16 +266,19 @@ def profile_pretrain_step(
         for i, batch_ in enumerate(batches[1:]):
             timed = i >= settings.warmup
             ctx = timer if timed else Timer(sync)
-            with ctx.section("forward"):
-                loss = forward(batch_)
-            with ctx.section("zero_grad"):
-                optimizer.zero_grad(set_to_none=True)
-            with ctx.section("backward"):
-                loss.backward()
-            with ctx.section("optimizer"):
-                optimizer.step()
-            with ctx.section("after_step"):
-                method.after_optimizer_step()
+            with Contention() as load:
+                with ctx.section("forward"):
+                    loss = forward(batch_)
+                with ctx.section("zero_grad"):
+                    optimizer.zero_grad(set_to_none=True)
+                with ctx.section("backward"):
+                    loss.backward()
+                with ctx.section("optimizer"):
+                    optimizer.step()
+                with ctx.section("after_step"):
+                    method.after_optimizer_step()
+            if timed:
+                result.record_load(load)
             if not torch.isfinite(loss.detach()).all():
                 result.notes.append(f"non-finite loss {float(loss)}")
     result.peak_memory_bytes, result.memory_kind = peak.peak_bytes, peak.kind
@@ -349,14 +360,17 @@ def profile_finetune_step(config: dict, settings: StepSettings, *, batch: int, n
             compile_blocks(model)
         for i, b in enumerate(batches[1:]):
             ctx = timer if i >= settings.warmup else Timer(sync)
-            with ctx.section("forward"):
-                loss = forward(b)
-            with ctx.section("zero_grad"):
-                optimizer.zero_grad(set_to_none=True)
-            with ctx.section("backward"):
-                loss.backward()
-            with ctx.section("optimizer"):
-                optimizer.step()
+            with Contention() as load:
+                with ctx.section("forward"):
+                    loss = forward(b)
+                with ctx.section("zero_grad"):
+                    optimizer.zero_grad(set_to_none=True)
+                with ctx.section("backward"):
+                    loss.backward()
+                with ctx.section("optimizer"):
+                    optimizer.step()
+            if i >= settings.warmup:
+                result.record_load(load)
     result.peak_memory_bytes, result.memory_kind = peak.peak_bytes, peak.kind
     result.memory_growth_bytes = peak.growth_bytes
     result.sections = dict(timer.samples)
@@ -385,7 +399,12 @@ def profile_inference(config: dict, settings: StepSettings, *, batch: int, num_c
         result.flops_per_step, _ = count_flops(forward)
         if settings.compile:
             compile_blocks(model)
-        timer.measure(forward, name="forward", warmup=settings.warmup, repeats=settings.repeats)
+        for _ in range(settings.warmup):
+            forward()
+        for _ in range(settings.repeats):
+            with Contention() as load, timer.section("forward"):
+                forward()
+            result.record_load(load)
     result.peak_memory_bytes, result.memory_kind = peak.peak_bytes, peak.kind
     result.memory_growth_bytes = peak.growth_bytes
     result.sections = dict(timer.samples)

@@ -9,10 +9,12 @@ CPU, so the same code path (and its tests) covers both.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Self
 
 import numpy as np
 import torch
@@ -81,6 +83,75 @@ class Timer:
         return [sum(r[i] for r in runs if r) for i in range(count)]
 
 
+def _system_busy_seconds() -> float | None:
+    """CPU seconds all processes spent busy since boot (Linux ``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_run_seconds() -> dict[int, float]:
+    """Seconds each thread of this process has run on a CPU (Linux ``schedstat``, ns resolution)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as handle:
+                out[int(tid)] = int(handle.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+class Contention:
+    """How much of the machine other processes used while a block ran, and how long it ran.
+
+    ``others_share``: CPU seconds used by other processes over the block's
+    wall time times the CPU count (0: the machine was ours; 1: others kept
+    every core busy). ``cpu_s``: this process's CPU seconds (all threads).
+    ``busiest_thread_s``: run time of this process's busiest thread, an
+    estimate of the block's wall time on an idle machine when its threads
+    share the work evenly and wait passively (``OMP_WAIT_POLICY=PASSIVE``);
+    NaN where Linux's per-thread ``schedstat`` is missing.
+    ``involuntary_switches``: times the scheduler preempted this process.
+    """
+
+    def __enter__(self) -> Self:
+        import resource
+
+        self._threads = thread_run_seconds()
+        self._usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._busy = _system_busy_seconds()
+        self._cpu = time.process_time()
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import resource
+
+        self.wall_s = time.perf_counter() - self._wall
+        self.cpu_s = time.process_time() - self._cpu
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.involuntary_switches = usage.ru_nivcsw - self._usage.ru_nivcsw
+        threads = thread_run_seconds()
+        deltas = [t - self._threads.get(tid, 0.0) for tid, t in threads.items()]
+        self.busiest_thread_s = max(deltas) if deltas else float("nan")
+        busy = _system_busy_seconds()
+        if busy is None or self._busy is None or self.wall_s <= 0:
+            self.others_share = float("nan")
+        else:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            self.others_share = max(0.0, (busy - self._busy) - self.cpu_s) / (self.wall_s * cpus)
+
+
 @dataclass(frozen=True)
 class Summary:
     """Median and spread of repeated timings (seconds)."""
@@ -134,10 +205,21 @@ def matmul_peak(
     b = torch.randn(size, size, device=device, dtype=dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
     timer = Timer(sync)
-    times = timer.measure(lambda: torch.mm(a, b, out=out), name="mm", warmup=1, repeats=repeats)
+    torch.mm(a, b, out=out)
+    sync()
+    thread_times, others = [], []
+    for _ in range(repeats):
+        with Contention() as load, timer.section("mm"):
+            torch.mm(a, b, out=out)
+        thread_times.append(load.busiest_thread_s)
+        others.append(load.others_share)
+    times = timer.samples["mm"]
     best = min(times)
     flops = 2 * size**3
+    best_thread = min(thread_times) if device.type == "cpu" else float("nan")
     return {
+        "thread_flops_per_s": flops / best_thread if best_thread > 0 else float("nan"),
+        "others_cpu_share": statistics.median(others),
         "size": size,
         "dtype": str(dtype).removeprefix("torch."),
         "repeats": repeats,

@@ -18,11 +18,6 @@ METHODS = available_methods()
 TRAINED = [name for name, cls in METHODS.items() if cls.needs_pretraining]
 WIDTHS = (8, 16, 32, 64)
 
-# Methods known to share integer tensors (a BatchNorm step counter), which FedAvg
-# turns into float64 averages; reported to their owners, kept visible as xfail.
-INTEGER_SHARED = {
-    "simclr": "SimCLRProjectionHead's BatchNorm num_batches_tracked (int64) is shared",
-}
 
 
 def build(name: str, client_id: int = 0, seed: int = 0):
@@ -129,13 +124,7 @@ def test_state_split(name):
         assert not method.is_shared(key)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason=INTEGER_SHARED[n])) if n in INTEGER_SHARED else n
-        for n in METHODS
-    ],
-)
+@pytest.mark.parametrize("name", list(METHODS))
 def test_shared_tensors_are_floating_point(name):
     shared = build(name).shared_state()
     integer = [key for key, value in shared.items() if not value.is_floating_point()]

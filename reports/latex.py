@@ -10,6 +10,7 @@ from __future__ import annotations
 from bench.reports.document import Cell, Report, Table
 
 WIDE = 7  # tables with more columns are scaled to \linewidth
+FLUSH = 8  # tables between two \clearpage
 _SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -72,7 +73,8 @@ def report_latex(report: Report) -> str:
         tables = [b for b in section.blocks if isinstance(b, Table)]
         if tables:
             parts.append(rf"\subsection*{{{escape(section.title)}}}")
-            parts += [table_latex(t) for t in tables]
-            parts.append(r"\clearpage")
+            for start in range(0, len(tables), FLUSH):  # LaTeX holds at most 18 pending floats
+                parts += [table_latex(t) for t in tables[start:start + FLUSH]]
+                parts.append(r"\clearpage")
     parts.append(r"\end{document}")
     return "\n".join(parts) + "\n"

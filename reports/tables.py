@@ -38,10 +38,10 @@ def mean_std(mean: float, std: float) -> str:
     return num(mean) if std is None or math.isnan(std) else f"{num(mean)} ± {num(std)}"
 
 
-def p_text(p: float, test: str) -> str:
+def p_text(p: float, test: str, pairs: int) -> str:
     if not test:
         return ""
-    return f"n/a ({test})" if math.isnan(p) else f"{p:.3g} ({test})"
+    return f"n/a ({pairs} pairs)" if math.isnan(p) else f"{p:.3g} ({test}, {pairs} pairs)"
 
 
 def _summary_cell(row, marks: bool) -> Cell:
@@ -104,8 +104,8 @@ def detail_table(analysis: Analysis, experiment: Experiment) -> Table:
     rows = [
         [Cell(r.variant), Cell(str(r.n_labeled)), Cell(num(r.mean)), Cell(num(r.std)),
          Cell(MISSING if math.isnan(r.ci_low) else f"[{num(r.ci_low)}, {num(r.ci_high)}]"),
-         Cell(str(r.n_clients)), Cell(str(r.n_pairs)), Cell(p_text(r.p_vs_random, r.test_vs_random)),
-         Cell(p_text(r.p_vs_best, r.test_vs_best)), Cell(r.best)]
+         Cell(str(r.n_clients)), Cell(str(r.n_pairs)), Cell(p_text(r.p_vs_random, r.test_vs_random, r.pairs_vs_random)),
+         Cell(p_text(r.p_vs_best, r.test_vs_best, r.pairs_vs_best)), Cell(r.best)]
         for r in summary.itertuples(index=False)
     ]
     return Table(

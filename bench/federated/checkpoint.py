@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from bench.federated.records import (
@@ -32,6 +33,7 @@ class ServerCheckpoint:
             "train": strategy.last_train_metrics,
             "validation": strategy.last_validation,
             "bytes_up": dict(strategy.bytes_up),
+            "finished_at": time.time(),  # wall clock, for time per round
         }
         self.history.append(entry)
         if strategy.last_validation is not None:

@@ -1,0 +1,138 @@
+"""Client failures, round minimums, timeouts and resuming, on the in-process engine (fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import Context, MessageType, RecordDict
+
+from bench.config import ConfigError, load_config
+from bench.federated import apps
+from bench.federated.deployment import APP_PYPROJECT
+from bench.federated.engine import run_task
+from bench.federated.grid import InProcessGrid
+from bench.federated.strategy import ClientFailure, summarize
+from bench.federated.testing import build_synthetic_task, synthetic_spec
+
+CLIENTS = 3
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _task(tmp_path, name, *, method="simclr", faults=None, min_clients=0, rounds=3):
+    spec = synthetic_spec(
+        tmp_path / name, method, clients=CLIENTS,
+        config={"pretrain": {"rounds": rounds}, "run": {"min_clients": min_clients}}, faults=faults,
+    )
+    return build_synthetic_task(spec)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_flower_app_folder_matches_deploy_pyproject():
+    assert (Path(__file__).resolve().parents[1] / "deploy" / "pyproject.toml").read_text() == APP_PYPROJECT
+
+
+def test_min_clients_and_timeout_options_are_validated():
+    assert load_config("tiny")["run"]["min_clients"] == 0
+    with pytest.raises(ConfigError, match="run.min_clients"):
+        load_config("tiny", ["run.min_clients=-1"])
+    with pytest.raises(ConfigError, match="round_timeout"):
+        load_config("tiny", ["run.flower.round_timeout=0"])
+
+
+def test_summaries_take_the_message_out_of_runtime_wrapping():
+    ray_reason = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()"
+                  "\x1b[39m (pid=1)\n  File x\nRuntimeError: boom\n\nException ClientAppException occurred. "
+                  "Message: boom at client 1'>")
+    assert summarize(ray_reason) == "boom at client 1"
+    assert summarize("ValueError: bad\nTraceback (most recent call last):\n  File y\nValueError: bad") == "ValueError: bad"
+    assert summarize("ClientApp stopped responding.") == "ClientApp stopped responding."
+
+
+def test_raising_client_is_recorded_and_the_others_are_averaged(tmp_path):
+    task = _task(tmp_path, "raise", faults=[{"client": 1, "round": 1, "action": "raise"}], min_clients=2)
+    final = run_task(task, task.config["run"])
+    assert [(f["round"], f["stage"], f["partition"]) for f in final["failures"]] == [(2, "train", 1)]
+    assert "injected fault" in final["failures"][0]["summary"]
+    history = {entry["round"]: sorted(entry["train"]) for entry in final["history"]}
+    assert history == {1: [0, 1, 2], 2: [0, 2], 3: [0, 1, 2]}
+    # Client 1 missed round 2 and went on in round 3 from its round-1 state.
+    assert not task.client_state_path(1, 1).exists()
+    assert task.client_state_path(1, 2).exists()
+
+
+def test_too_few_replies_stop_and_a_restart_resumes_to_the_uninterrupted_result(tmp_path):
+    faults = [{"client": 2, "round": 1, "action": "raise"}]
+    task = _task(tmp_path, "stop", faults=faults)
+    with pytest.raises(ClientFailure, match=r"round 2: only 2 of 3 clients replied \(minimum 3.*client 2: .*injected"):
+        run_task(task, task.config["run"])
+    assert (task.work_dir / "server" / "latest.txt").read_text() == "1"
+    final = run_task(_task(tmp_path, "stop", faults=faults), task.config["run"])  # a new process, say
+    assert [(f["round"], f["partition"]) for f in final["failures"]] == [(2, 2)]
+    clean_task = _task(tmp_path, "clean")
+    clean = run_task(clean_task, clean_task.config["run"])
+    assert _same(final["state"], clean["state"])
+
+
+def test_missing_reply_counts_as_a_timeout_failure(tmp_path, monkeypatch):
+    """A reply that never comes (a grid that drops client 0's round-2 reply) is a failure, not a hang."""
+    task = _task(tmp_path, "timeout", min_clients=2, rounds=2)
+    original = InProcessGrid._deliver
+
+    def deliver(self, message):
+        reply = original(self, message)
+        partition = self.contexts[message.metadata.dst_node_id].node_config["partition-id"]
+        if message.metadata.message_type == MessageType.TRAIN and partition == 0 and message.content["config"]["round-index"] == 1:
+            return None
+        return reply
+
+    def push(self, messages):
+        ids = []
+        for message in messages:
+            reply = self._deliver(message)
+            if reply is not None:
+                ids.append(str(len(self._replies)))
+                self._replies[ids[-1]] = reply
+        return ids
+
+    monkeypatch.setattr(InProcessGrid, "_deliver", deliver)
+    monkeypatch.setattr(InProcessGrid, "push_messages", push)
+    final = run_task(task, task.config["run"])
+    assert [(f["round"], f["partition"]) for f in final["failures"]] == [(2, 0)]
+    assert final["failures"][0]["summary"] == "no reply within the round timeout (3600 s)"
+
+
+def test_client_state_files_keep_what_a_replay_needs(tmp_path):
+    task = _task(tmp_path, "files")
+    for round_index in range(4):
+        task.save_client_state(0, round_index, {"round": round_index})
+    assert task._saved_rounds(0) == [2, 3]
+    assert task.load_client_state(0, 3)["round"] == 3  # this round's own file
+    # Round 4 failed (nothing saved): round 5 goes on from round 3's state.
+    assert task.load_client_state(0, 4)["round"] == 3
+    task.save_client_state(0, 5, {"round": 5})
+    assert task._saved_rounds(0) == [3, 5]  # round 5 started from 3: kept for a replay of round 5
+    assert task.load_client_state(1, 2) is None  # a client that never completed a round starts afresh
+
+
+def test_sites_may_name_their_own_job_file(tmp_path):
+    task = _task(tmp_path, "site")
+    context = Context(run_id=1, node_id=5, node_config={"partition-id": 0, "job": "/site/job.json"},
+                      state=RecordDict(), run_config={"job": "/run/job.json"})
+    assert apps._job(context) == "/site/job.json"
+    context.node_config.pop("job")
+    assert apps._job(context) == "/run/job.json"
+    assert apps.fault_settings(task) == (CLIENTS, 3600.0)
+    task.config["run"]["min_clients"] = 2
+    assert apps.fault_settings(task) == (2, 3600.0)

@@ -10,7 +10,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from bench.federated.apps import client_app, server_app
 from bench.federated.checkpoint import load_final
 from bench.federated.grid import InProcessGrid
-from bench.federated.jobs import register_task, write_job
+from bench.federated.jobs import forget_task, register_task, write_job
 
 
 def run_task(task, run_cfg: dict) -> dict:
@@ -34,5 +34,8 @@ def run_in_process(task) -> dict:
         run_config = {"job": str(job_path)}
         grid = InProcessGrid(client_app, task.num_clients, run_config)
         context = Context(run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config=run_config)
-        server_app(grid, context)
+        try:
+            server_app(grid, context)
+        finally:
+            forget_task(job_path)
     return load_final(work_dir)

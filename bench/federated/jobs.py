@@ -14,6 +14,10 @@ from pathlib import Path
 from bench.io import atomic_write_text
 
 _TASKS: dict[str, object] = {}
+# Tasks built from job files in this process (Flower's workers), oldest first. A
+# worker kept across a benchmark's tasks holds only the last few, not every task's data.
+_BUILT: list[str] = []
+BUILT_TASKS_KEPT = 2
 
 
 def write_job(path: Path, spec: dict) -> Path:
@@ -23,6 +27,14 @@ def write_job(path: Path, spec: dict) -> Path:
 
 def register_task(path: Path, task) -> None:
     _TASKS[str(Path(path).resolve())] = task
+
+
+def forget_task(path: Path) -> None:
+    """Drops the task registered or built for ``path`` (when its run is over)."""
+    key = str(Path(path).resolve())
+    _TASKS.pop(key, None)
+    if key in _BUILT:
+        _BUILT.remove(key)
 
 
 def build_from_spec(spec: dict):
@@ -39,4 +51,7 @@ def task_for(path: str | Path):
     key = str(Path(path).resolve())
     if key not in _TASKS:
         _TASKS[key] = build_from_spec(json.loads(Path(key).read_text()))
+        _BUILT.append(key)
+        while len(_BUILT) > BUILT_TASKS_KEPT:
+            _TASKS.pop(_BUILT.pop(0), None)
     return _TASKS[key]

@@ -32,7 +32,7 @@ from flwr.app import Context, RecordDict
 from bench.federated.apps import client_app, server_app
 from bench.federated.checkpoint import load_final
 from bench.federated.deployment import write_app_dir
-from bench.federated.jobs import register_task, write_job
+from bench.federated.jobs import forget_task, register_task, write_job
 
 # Ray puts sockets at <temp dir>/session_<date>_<time>_<pid>/sockets/plasma_store:
 # about 66 bytes after the temp dir, and the limit is 107.
@@ -172,6 +172,14 @@ def _bench_backend():
         raybackend.RayBackend = original
 
 
+@contextmanager
+def _forgotten(job_path: Path):
+    try:
+        yield
+    finally:
+        forget_task(job_path)
+
+
 def run_simulation(task, run_cfg: dict) -> dict:
     """Trains ``task`` under Flower's simulation runtime and returns its final server state."""
     from flwr.common.constant import SUPERLINK_NODE_ID
@@ -202,7 +210,7 @@ def run_simulation(task, run_cfg: dict) -> dict:
     server_context = Context(
         run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config)
     )
-    with _bench_backend():
+    with _bench_backend(), _forgotten(job_path):
         _run_simulation(
             num_supernodes=task.num_clients,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,

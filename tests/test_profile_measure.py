@@ -216,3 +216,17 @@ def test_group_norm_swap_computes_the_same_function_with_the_same_state_keys():
     assert not any(isinstance(m, nn.InstanceNorm2d) for m in model.modules())
     assert list(model.state_dict()) == keys
     torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)
+
+
+def test_contention_reports_thread_time_and_others_share():
+    from bench.profile.timing import Contention, thread_run_seconds
+
+    a = torch.randn(256, 256)
+    with Contention() as load:
+        for _ in range(20):
+            a @ a
+    assert load.wall_s > 0 and load.cpu_s >= 0
+    assert 0.0 <= load.others_share <= 1.0 or load.others_share != load.others_share  # NaN off Linux
+    if thread_run_seconds():
+        assert 0 < load.busiest_thread_s <= load.cpu_s + 0.05
+    assert load.involuntary_switches >= 0

@@ -101,26 +101,24 @@ def instance_to_group_norm(module: nn.Module) -> int:
 
 
 def compile_blocks(module: nn.Module) -> int:
-    """``torch.compile`` in place on each U-Net block (MONAI's TwoConv, Down, UpCat).
+    """``torch.compile`` in place on each of the U-Net's ``TwoConv`` blocks (conv, norm, activation x 2).
 
     Blocks rather than the whole network: methods call ``encoder.embed`` and
     ``encoder.forward`` directly, which ``Module.compile`` would not reach;
-    every block is entered through ``__call__``. State-dict keys are unchanged.
+    every block is entered through ``__call__``. Not MONAI's ``UpCat`` as a
+    whole: on CPU, inductor (torch 2.14) fails on the backward of its
+    replicate padding (``replication_pad2d_backward`` stride assertion), so
+    upsampling, padding, concatenation and pooling stay eager. State-dict keys
+    are unchanged. Returns the number of blocks compiled.
     """
-    from monai.networks.nets.basic_unet import Down, TwoConv, UpCat
+    from monai.networks.nets.basic_unet import TwoConv
 
     count = 0
     for child in module.modules():
-        if isinstance(child, (Down, UpCat)) or (isinstance(child, TwoConv) and not _inside_block(module, child)):
+        if isinstance(child, TwoConv):
             child.compile(dynamic=False)
             count += 1
     return count
-
-
-def _inside_block(root: nn.Module, target: nn.Module) -> bool:
-    from monai.networks.nets.basic_unet import Down, UpCat
-
-    return any(target is sub for block in root.modules() if isinstance(block, (Down, UpCat)) for sub in block.modules())
 
 
 def count_parameters(module: nn.Module, only_trainable: bool = False) -> int:

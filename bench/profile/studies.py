@@ -197,7 +197,10 @@ UNET_VARIANTS = [
     {"name": "bf16 autocast", "amp": "bf16"},
     {"name": "bf16 autocast + GroupNorm(C, C) + channels_last", "amp": "bf16", "norm_impl": "group",
      "channels_last": True},
+    {"name": "bf16 autocast + GroupNorm(C, C)", "amp": "bf16", "norm_impl": "group"},
     {"name": "threads=1", "threads": 1},
+    {"name": "batch / 2", "batch_factor": 0.5},
+    {"name": "batch / 2 + GroupNorm(C, C)", "batch_factor": 0.5, "norm_impl": "group"},
     {"name": "batch x2", "batch_factor": 2},
     {"name": "batch x4", "batch_factor": 4},
     {"name": "batch x4 + GroupNorm(C, C)", "batch_factor": 4, "norm_impl": "group"},
@@ -280,7 +283,7 @@ def unet_study(config: dict, settings: StepSettings | None = None, *, batch: int
     log(f"U-Net study: widths {config['model']['widths']}, {report['image_size']} px, batch {batch}, "
         f"{threads} threads, load {load_average()}")
     for variant in variants:
-        vbatch = batch * variant.get("batch_factor", 1)
+        vbatch = max(1, int(batch * variant.get("batch_factor", 1)))
         if variant.get("threads"):
             torch.set_num_threads(variant["threads"])
         try:
@@ -288,6 +291,10 @@ def unet_study(config: dict, settings: StepSettings | None = None, *, batch: int
             for _ in range(2 if variant.get("compile") else 1):
                 step()  # warm-up (compilation)
             measured = paired_timing(step, flops, repeats=repeats)
+        except Exception as error:  # noqa: BLE001 - a variant that fails is a finding, not the end
+            report["variants"].append({"variant": variant["name"], "error": f"{type(error).__name__}: {error}"[:500]})
+            log(f"  {variant['name']:55s} failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+            continue
         finally:
             torch.set_num_threads(threads)
         entry = {"variant": variant["name"], **{k: v for k, v in variant.items() if k != "name"}, "batch": vbatch,
@@ -316,6 +323,9 @@ def unet_study(config: dict, settings: StepSettings | None = None, *, batch: int
              (f"{'variant':58s} {'step s':>8s} {'GFLOP/s':>8s} {'%peak':>7s} {'paired':>7s} {'quiet':>7s} "
              f"{'thread s':>8s} {'thread':>7s} {'others':>7s}")]
     for v in report["variants"]:
+        if "error" in v:
+            lines.append(f"{v['variant']:58s} failed: {v['error'].splitlines()[0][:120]}")
+            continue
         lines.append(f"{v['variant']:58s} {v['step_s']:8.3f} {v['achieved_flops_per_s'] / 1e9:8.1f} "
                      f"{100 * v['ratio']:6.1f}% {100 * v['ratio_paired']:6.1f}% {100 * v['ratio_quiet']:6.1f}% "
                      f"{v['step_thread_s']:8.3f} {100 * v['ratio_thread']:6.1f}% "

@@ -202,8 +202,12 @@ class FCL(PretrainMethod):
             sampled_a, sampled_b, parts_a, parts_b = k_b, k_a, partitions, partitions
         tau = self.hparams["temperature"]
         # Each view's queries take the other view's momentum features as local positives.
-        out_a = fcl_loss(q_a, partitions, k_b, partitions, sampled_a, parts_a, tau)
-        out_b = fcl_loss(q_b, partitions, k_a, partitions, sampled_b, parts_b, tau)
+        # The loss runs in float32 (bf16 autocast on GPU would round the logits).
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            q_a, q_b, k_a, k_b = q_a.float(), q_b.float(), k_a.float(), k_b.float()
+            sampled_a, sampled_b = sampled_a.float(), sampled_b.float()
+            out_a = fcl_loss(q_a, partitions, k_b, partitions, sampled_a, parts_a, tau)
+            out_b = fcl_loss(q_b, partitions, k_a, partitions, sampled_b, parts_b, tau)
         self.enqueue(k_a, partitions)
         return {
             "loss": 0.5 * (out_a["loss"] + out_b["loss"]),

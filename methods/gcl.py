@@ -265,9 +265,10 @@ class GlobalLocalContrastive(PretrainMethod):
         view_b, _ = random_view(images, generator)
         z = self.global_head(self.unet.encoder.embed(torch.cat([view_a, view_b])))
         partitions = batch["partition"].to(images.device)
-        return global_contrastive_loss(
-            z, partitions, batch["volume"], self.hparams["global_strategy"], self.hparams["temperature"]
-        )
+        with torch.autocast(device_type=images.device.type, enabled=False):  # float32 loss
+            return global_contrastive_loss(
+                z.float(), partitions, batch["volume"], self.hparams["global_strategy"], self.hparams["temperature"]
+            )
 
     def local_features(self, images: torch.Tensor) -> torch.Tensor:
         """g2(d_l(e(x))): the first ``decoder_blocks`` decoder blocks on the frozen encoder."""
@@ -304,4 +305,5 @@ class GlobalLocalContrastive(PretrainMethod):
         positions = region_positions(maps.shape[2], maps.shape[3], self.hparams["num_regions"])
         negatives = nearest_regions(positions, self.hparams["num_negatives"]).to(maps.device)
         pairs = self.local_pairs(batch["partition"].to(images.device), batch["volume"])
-        return local_contrastive_loss(regions, pairs, negatives, self.hparams["local_temperature"])
+        with torch.autocast(device_type=images.device.type, enabled=False):  # float32 loss
+            return local_contrastive_loss(regions.float(), pairs, negatives, self.hparams["local_temperature"])

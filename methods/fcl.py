@@ -42,12 +42,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench.methods._contrastive import positive_set_loss
-from bench.methods.base import PretrainMethod
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 
 from bench.augment import random_view
+from bench.methods._contrastive import positive_set_loss
+from bench.methods.base import PretrainMethod
 from bench.registry import register_method
 
 

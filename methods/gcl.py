@@ -44,12 +44,12 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from bench.methods._contrastive import pair_mean_loss
-from bench.methods._heads import is_counter
-from bench.methods.base import PretrainMethod
 from torch import nn
 
 from bench.augment import random_intensity, random_view
+from bench.methods._contrastive import pair_mean_loss
+from bench.methods._heads import is_counter
+from bench.methods.base import PretrainMethod
 from bench.registry import register_method
 
 GLOBAL_STRATEGIES = ("GR", "GD-", "GD")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from bench.methods.fcl import FCL
 
+from bench.methods.fcl import FCL
 from bench.registry import register_method
 
 

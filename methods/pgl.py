@@ -35,6 +35,12 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import update_momentum
+from torch import nn
+
+from bench.augment import apply_affine, random_view, relative_theta
 from bench.methods._heads import (
     float32_loss,
     is_counter,
@@ -43,12 +49,6 @@ from bench.methods._heads import (
     sync_momentum,
 )
 from bench.methods.base import PretrainMethod
-from lightly.loss import NegativeCosineSimilarity
-from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import update_momentum
-from torch import nn
-
-from bench.augment import apply_affine, random_view, relative_theta
 from bench.registry import register_method
 
 # A position is valid when bilinear sampling of B's map takes all of its weight from inside B.

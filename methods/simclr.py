@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
@@ -14,8 +16,8 @@ from bench.registry import register_method
 class SimCLR(PretrainMethod):
     name = "simclr"
     summary = "SimCLR: NT-Xent between two augmented views of each slice (lightly's loss and head)"
-    defaults = {"temperature": 0.1, "hidden_dim": 512, "projection_dim": 128}
-    sources = {
+    defaults: ClassVar[dict] = {"temperature": 0.1, "hidden_dim": 512, "projection_dim": 128}
+    sources: ClassVar[dict[str, str]] = {
         "temperature": "0.1, Chaitanya et al. 2020 (G^R on ACDC); SimCLR's paper uses 0.1-0.5",
         "hidden_dim": "choice: 512, SimCLR's 2-layer MLP scaled to the small U-Net encoder",
         "projection_dim": "128, SimCLR and Chaitanya et al.",

@@ -5,6 +5,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from bench.datasets.acdc import parse_info, read_acdc
 from bench.datasets.layout import detect_layout, read_dataset
 from bench.datasets.nifti import LABEL_VALUES, load_image, load_pair

@@ -7,14 +7,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
+from bench.cli_data import add_data_commands
 from bench.datasets.acdc import parse_info, read_acdc
 from bench.datasets.check import check_dataset
 from bench.datasets.errors import DataError
 from bench.datasets.hvsmr import read_hvsmr
 from bench.datasets.layout import detect_layout
 from bench.datasets.nifti import LABEL_VALUES, load_image, load_pair
-
-from bench.cli_data import add_data_commands
 
 ACDC = LABEL_VALUES["acdc"]
 

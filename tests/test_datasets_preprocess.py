@@ -3,6 +3,7 @@
 import nibabel as nib
 import numpy as np
 import pytest
+
 from bench.datasets import nifti
 from bench.datasets.acdc import read_acdc
 from bench.datasets.preprocess import (

@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+
+from bench.cli_data import add_data_commands
 from bench.datasets.errors import DataError
 from bench.datasets.records import FrameRecord, PatientRecord
 from bench.datasets.splits import CHAITANYA_TEST_IDS, Split, SplitError, make_split
 from bench.datasets.synthetic import write_synthetic
-
-from bench.cli_data import add_data_commands
 
 GROUPS = ["DCM", "HCM", "MINF", "NOR", "RV"]
 

@@ -5,13 +5,13 @@ import argparse
 import nibabel as nib
 import numpy as np
 import pytest
+
+from bench.cli_data import add_data_commands
 from bench.datasets.acdc import GROUPS, read_acdc
 from bench.datasets.hvsmr import read_hvsmr
 from bench.datasets.layout import detect_layout, read_dataset
 from bench.datasets.nifti import LABEL_VALUES, load_image, load_pair
 from bench.datasets.synthetic import acdc_real_sizes, write_synthetic
-
-from bench.cli_data import add_data_commands
 
 
 @pytest.fixture(scope="module")

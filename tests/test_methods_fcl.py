@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from bench.methods.fcl import FCL, fcl_loss
-from bench.methods.local_cl import LocalCL
 
 from bench.backbone import UNet2D
+from bench.methods.fcl import FCL, fcl_loss
+from bench.methods.local_cl import LocalCL
 
 WIDTHS = (4, 8, 16)
 

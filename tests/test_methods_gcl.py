@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
+from bench.backbone import UNet2D
 from bench.methods.gcl import (
     GlobalLocalContrastive,
     global_contrastive_loss,
@@ -16,8 +18,6 @@ from bench.methods.gcl import (
     nearest_regions,
     region_positions,
 )
-
-from bench.backbone import UNet2D
 
 # Hand-made batch: 3 volumes x 2 partitions, plus volume 0 drawn a second time.
 PARTITIONS = torch.tensor([0, 1, 0, 1, 0, 1, 0])

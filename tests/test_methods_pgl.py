@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from bench.methods.pgl import PGL, align_to_view, masked_byol_loss
 
 from bench.augment import apply_affine, random_affine_theta
 from bench.backbone import UNet2D
+from bench.methods.pgl import PGL, align_to_view, masked_byol_loss
 
 IDENTITY = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
 

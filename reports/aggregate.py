@@ -32,6 +32,11 @@ class Experiment:
         return self.dataset != self.pretrain_dataset
 
     @property
+    def group(self) -> tuple[str, str, str, str]:
+        """Experiments of one run configuration: the same but for the fine-tuning mode."""
+        return self.dataset, self.pretrain_dataset, self.preset, self.split_hash
+
+    @property
     def n_symbol(self) -> str:
         return "M" if self.transfer else "N"
 
@@ -56,9 +61,30 @@ class Experiment:
         return (self.transfer, self.dataset, MODE_ORDER.get(self.mode, 9), self.mode, self.preset, self.split_hash)
 
 
-def experiments(rows: pd.DataFrame) -> list[Experiment]:
+@dataclass(frozen=True)
+class Planned:
+    """What a run folder's configuration asks for, so that unfinished work shows as missing."""
+
+    dataset: str
+    pretrain_dataset: str
+    preset: str
+    split_hash: str
+    modes: tuple[str, ...] = ()
+    n_values: tuple[int, ...] = ()
+    methods: tuple[str, ...] = ()
+
+    @property
+    def group(self) -> tuple[str, str, str, str]:
+        return self.dataset, self.pretrain_dataset, self.preset, self.split_hash
+
+    def experiments(self) -> list[Experiment]:
+        return [Experiment(*self.group[:2], mode, *self.group[2:]) for mode in self.modes]
+
+
+def experiments(rows: pd.DataFrame, planned=()) -> list[Experiment]:
     keys = rows[EXPERIMENT_COLUMNS].drop_duplicates().itertuples(index=False, name=None)
-    return sorted((Experiment(*key) for key in keys), key=Experiment.sort_key)
+    found = {Experiment(*key) for key in keys} | {e for plan in planned for e in plan.experiments()}
+    return sorted(found, key=Experiment.sort_key)
 
 
 def label_rows(rows: pd.DataFrame) -> pd.DataFrame:

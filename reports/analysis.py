@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
+
 from bench.reports.aggregate import (
     BASELINE,
     Experiment,
+    Planned,
     client_scores,
     experiments,
     label_rows,
@@ -29,12 +31,27 @@ class Analysis:
     summary: pd.DataFrame  # (experiment, variant, n_labeled) -> mean, std, n_clients, n_pairs, ci, rank, tests
     class_clients: pd.DataFrame
     class_summary: pd.DataFrame  # (experiment, variant, n_labeled, class_name) -> mean, std, ..., rank
+    planned: list[Planned] = field(default_factory=list)
+
+    def _siblings(self, experiment: Experiment) -> pd.DataFrame:
+        slugs = [e.slug for e in self.experiments if e.group == experiment.group]
+        return self.summary[self.summary["experiment"].isin(slugs)]
 
     def methods(self, experiment: Experiment) -> list[str]:
-        return method_order(self.summary.loc[self.summary["experiment"] == experiment.slug, "variant"])
+        """Rows of the experiment's tables: methods with results in any mode of the same run
+        configuration, and methods the run was asked for (run.yaml), finished or not."""
+        present = set(self._siblings(experiment)["variant"])
+        names = {v.split(" [")[0] for v in present}
+        asked = {m for p in self.planned if p.group == experiment.group for m in p.methods if m not in names}
+        return method_order(present | asked)
 
     def n_values(self, experiment: Experiment) -> list[int]:
-        return sorted(self.summary.loc[self.summary["experiment"] == experiment.slug, "n_labeled"].unique())
+        """Columns: N with results in any mode of the same configuration, and the configured N."""
+        asked = {int(n) for p in self.planned if p.group == experiment.group for n in p.n_values}
+        return sorted({int(n) for n in self._siblings(experiment)["n_labeled"]} | asked)
+
+    def has_results(self, experiment: Experiment) -> bool:
+        return bool((self.summary["experiment"] == experiment.slug).any())
 
     def classes(self, experiment: Experiment) -> list[str]:
         rows = self.rows[self.rows["experiment"] == experiment.slug]
@@ -89,7 +106,7 @@ def _add_tests(summary: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def analyse(rows: pd.DataFrame) -> Analysis:
+def analyse(rows: pd.DataFrame, planned: list[Planned] = ()) -> Analysis:
     rows = label_rows(rows)
     pairs = pair_scores(rows)
     clients = client_scores(pairs)
@@ -101,4 +118,5 @@ def analyse(rows: pd.DataFrame) -> Analysis:
     class_keys = [*keys, "class_name"]
     class_summary = summarise(class_clients, class_pairs)
     class_summary = _add_rank(_add_ci(class_summary, class_clients, class_keys), ["experiment", "n_labeled", "class_name"])
-    return Analysis(rows, experiments(rows), pairs, clients, summary, class_clients, class_summary)
+    return Analysis(rows, experiments(rows, planned), pairs, clients, summary, class_clients, class_summary,
+                    list(planned))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
 from bench.reports import figures, tables
 from bench.reports.analysis import Analysis, analyse
 from bench.reports.document import Code, Note, Report, Section
@@ -16,7 +17,7 @@ from bench.reports.html import report_html
 from bench.reports.latex import report_latex, table_latex
 from bench.reports.markdown import report_markdown
 from bench.reports.published import FCL_TITLES, PAPER_CLIENTS, fcl_table, matching_table
-from bench.reports.runs import Run, load_runs
+from bench.reports.runs import Run, load_runs, planned
 
 PROFILE_COLUMNS = ["phase", "method", "device", "batch", "image_size", "step_ms", "slices_per_s", "peak_mem_mb",
                    "params", "flops_per_step", "achieved_flops", "peak_ratio", "bytes_per_round", "note"]
@@ -40,10 +41,14 @@ def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> lis
     for experiment in analysis.experiments:
         section = Section(f"{experiment.title} ({experiment.detail})")
         sections.append(section)
-        if not analysis.n_values(experiment):
-            section.blocks.append(Note("Result rows exist, but no Dice value (every class absent or NaN)."))
+        if analysis.n_values(experiment):
+            section.blocks.append(tables.measured_table(analysis, experiment))
+        if not analysis.has_results(experiment):
+            in_rows = bool((analysis.rows["experiment"] == experiment.slug).any())
+            section.blocks.append(Note(
+                "Result rows exist, but no Dice value (every class absent or NaN)." if in_rows else
+                "No results yet: the run's configuration asks for this experiment; none of its units has finished."))
             continue
-        section.blocks.append(tables.measured_table(analysis, experiment))
         name = matching_table(experiment)
         if name is not None:
             matched.add(name)
@@ -145,9 +150,8 @@ def summary_frame(analysis: Analysis) -> pd.DataFrame:
 
 
 def build_report(run_dirs, out_dir, *, qualitative: bool = True, quiet: bool = False) -> Written:
-    from bench.reports.provenance import provenance_blocks
-
     from bench.provenance import code_version, hardware
+    from bench.reports.provenance import provenance_blocks
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -159,7 +163,8 @@ def build_report(run_dirs, out_dir, *, qualitative: bool = True, quiet: bool = F
                                          f"Result rows: {len(rows)}."), *[Note(n) for n in notes]])
     report.sections.append(overview)
     matched: set[str] = set()
-    analysis = analyse(rows) if not rows.empty else None
+    plans = [p for p in (planned(run) for run in runs) if p is not None]
+    analysis = analyse(rows, plans) if not rows.empty or any(p.modes for p in plans) else None
     if analysis is None:
         overview.blocks.append(Note("No result rows: there is nothing measured to tabulate yet."))
     else:

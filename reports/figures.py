@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.figure import Figure as MplFigure
+
 from bench.reports.aggregate import Experiment
 from bench.reports.analysis import Analysis
 from bench.reports.document import Figure
-from matplotlib.figure import Figure as MplFigure
 
 DPI = 110
 STYLE = {"style": "whitegrid", "context": "paper"}

@@ -7,11 +7,11 @@ import json
 
 import pandas as pd
 import yaml
+
+from bench.config import config_hash
 from bench.reports.document import MISSING, Code, Note, Table
 from bench.reports.runs import Run
 from bench.reports.tables import frame_table
-
-from bench.config import config_hash
 
 
 def _join(values) -> str:

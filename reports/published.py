@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 
 import pandas as pd
+
 from bench.reports.aggregate import Experiment
 from bench.reports.reference_data import CHAITANYA_NEURIPS2020_ACDC_CSV, FCL_MICCAI2021_CSV
 

@@ -14,9 +14,10 @@ import numpy as np
 import seaborn as sns
 import torch
 import yaml
+from matplotlib.figure import Figure as MplFigure
+
 from bench.reports.aggregate import method_order
 from bench.reports.figures import label_overlay, themed
-from matplotlib.figure import Figure as MplFigure
 
 MODEL_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)-(?P<mode>[a-z]+)-N(?P<n>\d+)\.pt$")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from bench.reports.aggregate import Planned
 from bench.results import ROW_COLUMNS, ResultStore
 
 # A row is identified by these columns; two run folders holding the same key hold a copy.
@@ -125,3 +126,23 @@ def load_runs(paths) -> tuple[list[Run], pd.DataFrame, list[str]]:
         notes.append(f"{int(copies.sum())} result rows appear in more than one run folder; the first copy is used.")
         rows = rows[~copies].reset_index(drop=True)
     return runs, rows, notes
+
+
+def planned(run: Run) -> Planned | None:
+    """The modes and N of the run's config and the methods of its run.yaml (when recorded)."""
+    config, meta = run.config or {}, run.meta
+    if not meta.get("dataset") or not meta.get("split_hash"):
+        return None
+    if not run.rows.empty:
+        pretrain_dataset = str(run.rows["pretrain_dataset"].iloc[0])
+    else:
+        source = (config.get("pretrain") or {}).get("from_run")
+        source_meta = _yaml(Path(source) / "run.yaml") if source else None
+        pretrain_dataset = (source_meta or {}).get("dataset", meta["dataset"]) if source else meta["dataset"]
+    return Planned(
+        dataset=str(meta["dataset"]), pretrain_dataset=str(pretrain_dataset),
+        preset=str(config.get("preset") or NO_PRESET), split_hash=str(meta["split_hash"]),
+        modes=tuple((config.get("finetune") or {}).get("modes", ())),
+        n_values=tuple(int(n) for n in (config.get("split") or {}).get("n_values", ())),
+        methods=tuple(meta.get("methods") or ()),
+    )

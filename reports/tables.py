@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+
 from bench.reports.aggregate import Experiment
 from bench.reports.analysis import DECIMALS, Analysis
 from bench.reports.document import MISSING, Cell, Table

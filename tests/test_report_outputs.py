@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+
 from bench.reports.build import build_report
 from bench.reports.document import MISSING
-from PIL import Image
 
 _spec = importlib.util.spec_from_file_location("report_make_runs", Path(__file__).parent / "fixtures" / "report" / "make_runs.py")
 make_runs = importlib.util.module_from_spec(_spec)
@@ -169,3 +170,29 @@ def test_report_of_runs_without_results(tmp_path):
     assert "no Dice value" in page and "published (Wu et al. 2021): Table 1" in page
     written = build_report([empty], tmp_path / "out2", quiet=True, qualitative=False)
     assert "No result rows" in (written.out / "report.html").read_text()
+
+
+def test_unfinished_work_shows_as_missing(tmp_path):
+    """Configured N, modes and methods (run.yaml) without results appear as — cells."""
+    import yaml
+
+    rows = make_runs.make_rows(methods=("simclr",), modes=("local",), n_values=(1,), clients=2)
+    config = {"preset": "tiny", "split": {"n_values": [1, 4]}, "finetune": {"modes": ["local", "federated"]}}
+    run = make_runs.write_run(tmp_path / "run", rows, config=config, losses=False, profile=False)
+    meta = yaml.safe_load((run / "run.yaml").read_text())
+    (run / "run.yaml").write_text(yaml.safe_dump({**meta, "methods": ["simclr", "random"]}))
+    written = build_report([run], tmp_path / "out", quiet=True, qualitative=False)
+    local = pd.read_csv(written.out / "tables" / "dice-acdc-local-tiny-aaaaaaaa.csv", keep_default_na=False)
+    assert list(local.columns) == ["Method", "N=1", "N=4"] and list(local["Method"]) == ["random", "simclr"]
+    assert local.set_index("Method").loc["random"].tolist() == [MISSING, MISSING]
+    assert local.set_index("Method").loc["simclr", "N=4"] == MISSING
+    federated = pd.read_csv(written.out / "tables" / "dice-acdc-federated-tiny-aaaaaaaa.csv", keep_default_na=False)
+    assert (federated[["N=1", "N=4"]] == MISSING).all().all()
+    assert "No results yet" in (written.out / "report.html").read_text()
+    empty = tmp_path / "empty"
+    (empty / "results").mkdir(parents=True)
+    (empty / "config.yaml").write_text(yaml.safe_dump(config))
+    (empty / "run.yaml").write_text(yaml.safe_dump({"dataset": "acdc", "split_hash": "f" * 64, "methods": ["fcl"]}))
+    written = build_report([empty], tmp_path / "out2", quiet=True, qualitative=False)
+    table = pd.read_csv(written.out / "tables" / "dice-acdc-local-tiny-ffffffff.csv", keep_default_na=False)
+    assert table.to_numpy().tolist() == [["fcl", MISSING, MISSING]]

@@ -101,7 +101,7 @@ def qualitative_section(runs: list[Run], out: Path, enabled: bool) -> Section:
         return section
     for run in runs:
         try:
-            found, note = qualitative_figures(run.path)
+            found, note = qualitative_figures(run.path, name=run.name)
         except Exception as error:  # noqa: BLE001 - a figure must not sink the report
             found, note = [], f"{run.path}: qualitative figure skipped ({type(error).__name__}: {error})."
         section.blocks += [figures.save(fig, out, slug, title) for slug, title, fig in found]
@@ -176,10 +176,9 @@ def build_report(run_dirs, out_dir, *, qualitative: bool = True, quiet: bool = F
     report.sections.append(Section("Provenance", provenance_blocks(runs, hardware(), code_version())))
     written = Written(out, report)
     for table in report.tables():
-        path = out / "tables" / table.slug
         pd.DataFrame([[c.plain for c in row] for row in table.rows], columns=table.columns).to_csv(
-            path.with_suffix(".csv"), index=False)
-        path.with_suffix(".tex").write_text(table_latex(table))
+            out / "tables" / f"{table.slug}.csv", index=False)
+        (out / "tables" / f"{table.slug}.tex").write_text(table_latex(table))
     if analysis is not None:
         summary_frame(analysis).to_csv(out / "summary.csv", index=False)
         analysis.class_summary.to_csv(out / "summary_per_class.csv", index=False)

@@ -103,7 +103,8 @@ def grid(config: dict, bundle, models: dict[str, Path], title: str, n_slices: in
     return figure
 
 
-def qualitative_figures(run_dir: Path, bundle=None, n_slices: int = 3) -> tuple[list[tuple[str, str, MplFigure]], str | None]:
+def qualitative_figures(run_dir: Path, bundle=None, n_slices: int = 3,
+                        name: str | None = None) -> tuple[list[tuple[str, str, MplFigure]], str | None]:
     """[(slug, title, figure)] for each (mode, N) with saved models, or a note saying why none."""
     run_dir = Path(run_dir)
     models = find_models(run_dir)
@@ -116,7 +117,7 @@ def qualitative_figures(run_dir: Path, bundle=None, n_slices: int = 3) -> tuple[
         bundle = prepare_data(config, run_dir, progress=False)
     out = []
     for (mode, n), by_method in models.items():
-        title = f"{run_dir.name}: test slices of client 0, {mode} fine-tuning, N={n} (fold 0 model)"
-        slug = f"qualitative-{re.sub(r'[^A-Za-z0-9]+', '-', run_dir.name)}-{mode}-n{n}"
+        title = f"{name or run_dir.name}: test slices of client 0, {mode} fine-tuning, N={n} (fold 0 model)"
+        slug = f"qualitative-{re.sub(r'[^A-Za-z0-9]+', '-', name or run_dir.name)}-{mode}-n{n}"
         out.append((slug, title, grid(config, bundle, by_method, title, n_slices)))
     return out, None

@@ -35,10 +35,10 @@ class Run:
     profile_json: dict[str, object] = field(default_factory=dict)
     timings: pd.DataFrame = field(default_factory=pd.DataFrame)
     models: list[Path] = field(default_factory=list)
+    name: str = ""  # unique among the runs of one report (load_runs)
 
-    @property
-    def name(self) -> str:
-        return self.path.name
+    def __post_init__(self):
+        self.name = self.name or self.path.name
 
 
 def _yaml(path: Path):
@@ -117,6 +117,10 @@ def load_runs(paths) -> tuple[list[Run], pd.DataFrame, list[str]]:
             continue
         seen.add(resolved)
         runs.append(load_run(path))
+    names = [run.name for run in runs]
+    for i, run in enumerate(runs):
+        if names.count(run.name) > 1:
+            run.name = f"{run.name}-{i + 1}"
     frames = [run.rows.assign(run=str(run.path)) for run in runs if not run.rows.empty]
     if not frames:
         return runs, pd.DataFrame(columns=[*ROW_COLUMNS, "run"]), notes

@@ -196,3 +196,13 @@ def test_unfinished_work_shows_as_missing(tmp_path):
     written = build_report([empty], tmp_path / "out2", quiet=True, qualitative=False)
     table = pd.read_csv(written.out / "tables" / "dice-acdc-local-tiny-ffffffff.csv", keep_default_na=False)
     assert table.to_numpy().tolist() == [["fcl", MISSING, MISSING]]
+
+
+def test_runs_with_the_same_folder_name_keep_their_own_figures(tmp_path):
+    first = make_runs.write_run(tmp_path / "a" / "run", make_runs.make_rows(modes=("local",), n_values=(1,), clients=2),
+                                profile=False)
+    second = make_runs.write_run(tmp_path / "b" / "run", make_runs.make_rows(
+        modes=("local",), n_values=(1,), clients=2, split_hash="e" * 64), profile=False)
+    written = build_report([first, second], tmp_path / "out", quiet=True, qualitative=False)
+    slugs = [f.slug for f in written.report.figures()]
+    assert len(slugs) == len(set(slugs)) and {"pretrain-loss-run-1", "pretrain-loss-run-2"} <= set(slugs)

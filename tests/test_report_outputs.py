@@ -206,3 +206,26 @@ def test_runs_with_the_same_folder_name_keep_their_own_figures(tmp_path):
     written = build_report([first, second], tmp_path / "out", quiet=True, qualitative=False)
     slugs = [f.slug for f in written.report.figures()]
     assert len(slugs) == len(set(slugs)) and {"pretrain-loss-run-1", "pretrain-loss-run-2"} <= set(slugs)
+
+
+def test_html_tags_nest(written):
+    from html.parser import HTMLParser
+
+    void = {"meta", "img", "br", "hr", "link", "input"}
+
+    class Nesting(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.errors = [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in void:
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            if not self.stack or self.stack.pop() != tag:
+                self.errors.append(tag)
+
+    parser = Nesting()
+    parser.feed((written.out / "report.html").read_text())
+    assert parser.errors == [] and parser.stack == []

@@ -7,7 +7,8 @@ bf16 autocast and channels_last run on the CPU as they are. No wall-clock assert
 
 from __future__ import annotations
 
-import time
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -122,23 +123,39 @@ def test_summary_median_and_iqr():
 # ---------------------------------------------------------------- memory
 
 
+# Measured in a fresh process: in a long test session a new block can reuse memory that
+# earlier tests freed but the allocator kept resident, and then the RSS does not grow.
+PEAK_PROBE = """
+import sys, time, torch
+from bench.profile.memory import PeakMemory
+size, sampling = int(sys.argv[1]), sys.argv[2] == "sampling"
+options = {"force_sampling": True, "interval": 0.001} if sampling else {}
+with PeakMemory("cpu", **options) as peak:
+    block = torch.ones(size // 4)  # float32: written, so resident
+    time.sleep(0.05 if sampling else 0)
+    del block
+print(peak.kind, peak.growth_bytes)
+"""
+
+
+def _peak_in_fresh_process(size: int, mode: str) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(size), mode], capture_output=True, text=True, check=True)
+    kind, growth = out.stdout.split()
+    return kind, int(growth)
+
+
 def test_cpu_peak_memory_sees_a_temporary_allocation():
     size = 64 * 2**20
-    with PeakMemory("cpu") as peak:
-        block = torch.ones(size // 4)  # float32: written, so resident
-        del block
-    assert peak.kind in {"rss_hwm", "rss_sampled"}
-    assert peak.growth_bytes >= 0.9 * size
+    kind, growth = _peak_in_fresh_process(size, "default")
+    assert kind in {"rss_hwm", "rss_sampled"}
+    assert growth >= 0.9 * size
 
 
 def test_cpu_peak_memory_sampling_path():
     size = 48 * 2**20
-    with PeakMemory("cpu", force_sampling=True, interval=0.001) as peak:
-        block = torch.ones(size // 4)
-        time.sleep(0.05)  # long enough for the sampler to see it
-        del block
-    assert peak.kind == "rss_sampled"
-    assert peak.growth_bytes >= 0.9 * size
+    kind, growth = _peak_in_fresh_process(size, "sampling")
+    assert kind == "rss_sampled"
+    assert growth >= 0.9 * size
 
 
 def test_cuda_peak_memory_path_reads_the_allocator(monkeypatch):
@@ -230,3 +247,18 @@ def test_contention_reports_thread_time_and_others_share():
     if thread_run_seconds():
         assert 0 < load.busiest_thread_s <= load.cpu_s + 0.05
     assert load.involuntary_switches >= 0
+
+
+def test_allocator_tuning_is_reported(monkeypatch):
+    import sys
+
+    from bench.profile import tuning
+
+    settings = tuning.allocator_settings()
+    assert {"malloc_tuned", "malloc_env", "preloaded_allocator", "omp_wait_policy"} <= set(settings)
+    monkeypatch.setattr(tuning, "_TUNED", None)
+    # Values equal to glibc's defaults, so the rest of the session is unaffected.
+    applied = tuning.tune_cpu_allocator(mmap_threshold=128 * 1024, trim_threshold=128 * 1024, top_pad=0)
+    if sys.platform.startswith("linux") and applied is not None:
+        assert applied == {"mmap_threshold": 128 * 1024, "trim_threshold": 128 * 1024, "top_pad": 0}
+        assert tuning.allocator_settings()["malloc_tuned"] == applied

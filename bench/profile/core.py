@@ -43,7 +43,7 @@ PHASES = ("pretrain", "finetune", "inference", "data")
 # One schema for every row, so that a folder of profile CSVs concatenates.
 COLUMNS = [
     "profile_id", "timestamp", "preset", "device", "device_name", "threads", "amp", "channels_last",
-    "compile", "norm_impl", "phase", "method", "batch", "image_size", "repeats",
+    "compile", "norm_impl", "malloc_tuned", "phase", "method", "batch", "image_size", "repeats",
     "step_s", "step_s_q1", "step_s_q3", "step_s_iqr", "step_s_min", "step_s_max",
     "slices_per_s", "forward_s", "backward_s", "optimizer_s", "after_step_s",
     "payload_out_s", "payload_in_s", "extras_per_step_s",
@@ -274,6 +274,7 @@ def _run_profile(methods, config, settings, *, phases, batch, preset, matmul_siz
         "device": str(device), "device_name": env["device_name"], "threads": torch.get_num_threads(),
         "amp": settings.amp, "channels_last": settings.channels_last, "compile": settings.compile,
         "norm_impl": settings.norm_impl, "image_size": config["data"]["preprocess"]["size"],
+        "malloc_tuned": bool(env.get("malloc_tuned") or env.get("malloc_env") or env.get("preloaded_allocator")),
     }
     log(f"profile {profile_id}: device {device} ({env['device_name']}), {torch.get_num_threads()} threads, "
         f"load average {env['load_average']}")
@@ -344,7 +345,8 @@ def load_profile(path: Path, *, latest_only: bool = True) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.concat(frames, ignore_index=True)
     if latest_only:
-        key = ["phase", "method", "device", "amp", "channels_last", "compile", "norm_impl", "batch", "image_size"]
+        key = ["phase", "method", "device", "amp", "channels_last", "compile", "norm_impl", "malloc_tuned", "batch",
+               "image_size"]
         key = [k for k in key if k in frame.columns]
         frame = frame.sort_values("profile_id").drop_duplicates(key, keep="last")
     return frame.reset_index(drop=True)

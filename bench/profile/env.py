@@ -52,6 +52,9 @@ def environment(device: torch.device | str = "cpu") -> dict:
         "libraries": library_versions(),
         "device": str(device),
     }
+    from bench.profile.tuning import allocator_settings
+
+    info.update(allocator_settings())
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(

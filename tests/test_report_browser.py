@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench.reports.build import build_report
 from PIL import Image
+
+from bench.reports.build import build_report
 
 _spec = importlib.util.spec_from_file_location("report_make_runs", Path(__file__).parent / "fixtures" / "report" / "make_runs.py")
 make_runs = importlib.util.module_from_spec(_spec)

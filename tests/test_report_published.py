@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from bench.reports.analysis import analyse
 from bench.reports.published import WU, fcl_numbers, fcl_table, matching_table
 from bench.reports.reference_data import CHAITANYA_NEURIPS2020_ACDC_CSV, FCL_MICCAI2021_CSV

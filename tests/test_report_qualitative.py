@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from bench.reports.figures import save
-from bench.reports.qualitative import find_models, qualitative_figures
 from PIL import Image
 
 from bench.backbone import build_unet
+from bench.reports.figures import save
+from bench.reports.qualitative import find_models, qualitative_figures
 
 CONFIG = {"model": {"widths": [4, 8], "norm": "instance"}}
 

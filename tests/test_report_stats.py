@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from bench.reports.stats import bootstrap_ci, paired_test
 from scipy import stats
+
+from bench.reports.stats import bootstrap_ci, paired_test
 
 
 def series(values, start=0):

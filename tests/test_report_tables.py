@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
 from bench.reports.analysis import analyse
 from bench.reports.document import MISSING
 from bench.reports.html import table_html
@@ -17,7 +19,6 @@ from bench.reports.latex import table_latex
 from bench.reports.markdown import table_markdown
 from bench.reports.runs import load_runs, normalise_rows
 from bench.reports.tables import class_table, detail_table, measured_table
-from scipy import stats
 
 _spec = importlib.util.spec_from_file_location("report_make_runs", Path(__file__).parent / "fixtures" / "report" / "make_runs.py")
 make_runs = importlib.util.module_from_spec(_spec)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from bench.datasets.nifti import LABEL_VALUES, load_pair
 from bench.datasets.preprocess import PreprocessSettings, preprocess_frame
 from bench.datasets.synthetic import write_synthetic
-
 from bench.profile.steps import synthetic_volumes
 from bench.sampling import SliceStack
 

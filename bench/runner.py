@@ -24,7 +24,7 @@ from bench.federated.engine import run_task
 from bench.finetune import FinetuneTask
 from bench.io import atomic_torch_save, atomic_write_text, torch_load
 from bench.pretrain import PretrainTask
-from bench.provenance import code_version, library_versions
+from bench.provenance import code_version, hardware, library_versions
 from bench.registry import get_method
 from bench.results import ResultStore
 
@@ -196,7 +196,8 @@ class Runner:
 
     # -- the whole run --------------------------------------------------
     def run(self, methods: list[str]) -> None:
-        atomic_write_text(self.run_dir / "run.yaml", yaml.safe_dump({"dataset": self.bundle.layout, "split_hash": self.bundle.split.hash}))
+        run_info = {"dataset": self.bundle.layout, "split_hash": self.bundle.split.hash, "methods": methods, "hardware": hardware()}
+        atomic_write_text(self.run_dir / "run.yaml", yaml.safe_dump(run_info))
         units = [u for u in self.units(methods) if not self.store.is_done(u.as_dict())]
         bar = tqdm(total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress)
         parts_cache: dict[tuple[str, int], list[dict]] = {}

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-STUDIES = ("unet", "engine", "client-state")
+STUDIES = ("unet", "unet-ab", "engine", "client-state")
 
 
 def add_profile_command(subparsers) -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default: runs/profile-<preset>, or <run>/profile)")
     parser.add_argument("--study", choices=STUDIES,
                         help="instead of the profile, run a study of docs/PERFORMANCE.md: 'unet' (what "
-                             "lowers the U-Net's FLOP/s), 'engine' (federated engine overhead), "
+                             "lowers the U-Net's FLOP/s), 'unet-ab' (the recommended settings interleaved), 'engine' (federated engine overhead), "
                              "'client-state' (per-client state size, many clients)")
     parser.add_argument("--clients", type=int, help="--study engine/client-state: number of clients")
     parser.set_defaults(func=cmd_profile)
@@ -132,11 +132,19 @@ def cmd_profile(args) -> int:
 
 
 def _study(args, config, settings, out: Path) -> int:
+    import torch
+
     out.mkdir(parents=True, exist_ok=True)
+    if config["run"]["threads"]:
+        torch.set_num_threads(int(config["run"]["threads"]))
     if args.study == "unet":
         from bench.profile.studies import unet_study
 
         report = unet_study(config, settings, batch=args.batch, repeats=args.repeats)
+    elif args.study == "unet-ab":
+        from bench.profile.studies import unet_ab_study
+
+        report = unet_ab_study(config, batch=args.batch, rounds=args.repeats, log=lambda text: None)
     elif args.study == "engine":
         from bench.profile.studies import engine_overhead_study
 

@@ -111,8 +111,14 @@ def compile_blocks(module: nn.Module) -> int:
     upsampling, padding, concatenation and pooling stay eager. State-dict keys
     are unchanged. Returns the number of blocks compiled.
     """
+    import torch._dynamo
     from monai.networks.nets.basic_unet import TwoConv
 
+    # The blocks share one code object; each shape is a recompilation, and past dynamo's
+    # limit (8) the remaining blocks silently run eagerly.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
     count = 0
     for child in module.modules():
         if isinstance(child, TwoConv):

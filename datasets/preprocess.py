@@ -4,7 +4,9 @@ In-plane resampling to ``spacing_mm`` (slice spacing kept; linear for images,
 nearest for labels), per-volume percentile clipping and normalisation, then a
 centre crop or pad to ``size`` x ``size``. A cache entry's name carries the
 sha256 of the source files' bytes and of the settings, so an edited file or a
-changed setting is never served stale; reading a cache entry decodes no NIfTI.
+changed setting is never served stale; the key also carries a digest of this
+module's and the NIfTI reader's source, so entries made by other preprocessing
+code are never served either. Reading a cache entry decodes no NIfTI.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import numpy as np
 
 from bench.io import atomic_write_bytes
 
+from . import nifti
 from .errors import DataError
 from .nifti import LABEL_VALUES, load_image, load_pair
 from .records import PatientRecord
 
-CACHE_VERSION = 1
+# Any edit to the code that computes an entry changes every key.
+CODE_DIGEST = hashlib.sha256(Path(__file__).read_bytes() + Path(nifti.__file__).read_bytes()).hexdigest()[:16]
 NORMALISE = ("minmax", "zscore")
 
 
@@ -53,8 +57,8 @@ class PreprocessSettings:
             raise ValueError(f"size must be a positive int or None, got {self.size}")
 
     def fingerprint(self) -> str:
-        """Canonical JSON of the settings (part of every cache key)."""
-        return json.dumps({"v": CACHE_VERSION, **asdict(self)}, sort_keys=True)
+        """Canonical JSON of the settings and the code digest (part of every cache key)."""
+        return json.dumps({"code": CODE_DIGEST, **asdict(self)}, sort_keys=True)
 
 
 @dataclass

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bench.datasets import nifti
+from bench.datasets import nifti, preprocess
 from bench.datasets.acdc import read_acdc
 from bench.datasets.preprocess import (
     PreprocessSettings,
@@ -118,6 +118,18 @@ def test_changed_file_or_setting_is_recomputed(tmp_path):
                            progress=False)["patient001"][0]
     assert resized.image.shape[1:] == (40, 40)
     assert len(list(cache.glob("*.npz"))) == n_files + 3
+
+
+def test_entries_from_other_preprocessing_code_are_not_served(tmp_path, monkeypatch):
+    root = write_synthetic(tmp_path / "data", "acdc", n_train=1, n_test=0, seed=5)
+    records = read_acdc(root)
+    cache = tmp_path / "cache"
+    load_volumes(records, SMALL, cache, progress=False)
+    (entry,) = cache.glob("patient001_ED_*.npz")
+    monkeypatch.setattr(preprocess, "CODE_DIGEST", "another-version")
+    load_volumes(records, SMALL, cache, progress=False)
+    assert sorted(cache.glob("patient001_ED_*.npz")) != [entry]
+    assert len(list(cache.glob("patient001_ED_*.npz"))) == 2
 
 
 def test_process_pool_matches_serial(tmp_path):

@@ -1,4 +1,4 @@
-"""Device placement, bf16 autocast and channels_last, from the run config."""
+"""Device placement, bf16 autocast, channels_last and the CPU allocator setting, from the run config."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 from torch import nn
+
+from bench.allocator import tune_cpu_allocator
 
 
 class DeviceSettings:
@@ -15,6 +17,8 @@ class DeviceSettings:
             raise RuntimeError("run.device=cuda but no CUDA device is available; use --set run.device=cpu")
         self.amp = run_cfg["amp"]
         self.channels_last = bool(run_cfg["channels_last"])
+        if run_cfg.get("tune_malloc", False):
+            tune_cpu_allocator()
 
     def module(self, module: nn.Module) -> nn.Module:
         module = module.to(self.device)

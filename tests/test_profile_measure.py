@@ -252,13 +252,25 @@ def test_contention_reports_thread_time_and_others_share():
 def test_allocator_tuning_is_reported(monkeypatch):
     import sys
 
-    from bench.profile import tuning
+    from bench import allocator
 
-    settings = tuning.allocator_settings()
+    settings = allocator.allocator_settings()
     assert {"malloc_tuned", "malloc_env", "preloaded_allocator", "omp_wait_policy"} <= set(settings)
-    monkeypatch.setattr(tuning, "_TUNED", None)
+    monkeypatch.setattr(allocator, "_TUNED", None)
     # Values equal to glibc's defaults, so the rest of the session is unaffected.
-    applied = tuning.tune_cpu_allocator(mmap_threshold=128 * 1024, trim_threshold=128 * 1024, top_pad=0)
+    applied = allocator.tune_cpu_allocator(mmap_threshold=128 * 1024, trim_threshold=128 * 1024, top_pad=0)
     if sys.platform.startswith("linux") and applied is not None:
         assert applied == {"mmap_threshold": 128 * 1024, "trim_threshold": 128 * 1024, "top_pad": 0}
-        assert tuning.allocator_settings()["malloc_tuned"] == applied
+        assert allocator.allocator_settings()["malloc_tuned"] == applied
+
+
+def test_training_applies_the_allocator_setting_from_the_config(monkeypatch):
+    import bench.device
+
+    calls = []
+    monkeypatch.setattr(bench.device, "tune_cpu_allocator", lambda: calls.append(1))
+    run_cfg = {"device": "cpu", "amp": "none", "channels_last": False}
+    bench.device.DeviceSettings({**run_cfg, "tune_malloc": False})
+    assert calls == []
+    bench.device.DeviceSettings({**run_cfg, "tune_malloc": True})
+    assert calls == [1]

@@ -38,9 +38,10 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--norm-impl", choices=["native", "group"], default="native",
                         help="'group': run InstanceNorm2d as the identical GroupNorm(C, C) (faster on CPU)")
     parser.add_argument("--threads", type=int, help="torch threads (default: the config's run.threads)")
-    parser.add_argument("--tune-malloc", action="store_true",
+    parser.add_argument("--tune-malloc", action=argparse.BooleanOptionalAction, default=None,
                         help="keep freed memory in glibc's heap (mallopt) instead of unmapping it after "
-                             "every step: no page faults per step on CPU (see docs/PERFORMANCE.md)")
+                             "every step: no page faults per step on CPU (see docs/PERFORMANCE.md); "
+                             "default: the config's run.tune_malloc, as training does")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps (default 5)")
     parser.add_argument("--phases", default="pretrain,finetune,inference,data",
@@ -90,8 +91,8 @@ def cmd_profile(args) -> int:
     from bench.registry import resolve_method_names
 
     config, preset = _config(args)
-    if args.tune_malloc:
-        from bench.profile.tuning import tune_cpu_allocator
+    if config["run"]["tune_malloc"] if args.tune_malloc is None else args.tune_malloc:
+        from bench.allocator import tune_cpu_allocator
 
         if tune_cpu_allocator() is None:
             print("bench profile: --tune-malloc needs Linux with glibc; ignored", file=sys.stderr)

@@ -52,7 +52,7 @@ def environment(device: torch.device | str = "cpu") -> dict:
         "libraries": library_versions(),
         "device": str(device),
     }
-    from bench.profile.tuning import allocator_settings
+    from bench.allocator import allocator_settings
 
     info.update(allocator_settings())
     if device.type == "cuda":

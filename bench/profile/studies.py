@@ -739,7 +739,7 @@ def unet_ab_study(config: dict, *, batch: int | None = None, rounds: int = 6, va
     or back to glibc's static defaults). Ratio: median step against the best matmul of the
     whole study (the profile's definition), and paired per round.
     """
-    from bench.profile.tuning import tune_cpu_allocator
+    from bench.allocator import tune_cpu_allocator
 
     batch = batch or config["finetune"]["batch_size"]
     variants = variants or AB_VARIANTS

@@ -144,3 +144,20 @@ def test_cli_synth_then_check(tmp_path, capsys):
     args = parser.parse_args(["data", "check", "--data", str(out), "--no-progress"])
     assert args.func(args) == 0
     assert "hvsmr: 3 patients, 3 frames, 0 problem(s)" in capsys.readouterr().out
+
+
+def test_cli_preprocess_fills_the_cache_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    add_data_commands(parser.add_subparsers(dest="command"))
+    root = write_synthetic(tmp_path / "acdc", "acdc", n_train=3, n_test=1, seed=2)
+    command = ["data", "preprocess", "--data", str(root), "--preset", "tiny", "--set", "data.phases=[ED,ES]",
+               "--no-progress"]
+    args = parser.parse_args(command)
+    assert args.func(args) == 0
+    assert "acdc: 4 patients, 8 volumes (8 entries computed" in capsys.readouterr().out
+    entries = sorted((tmp_path / "cache" / "preprocessed").glob("*.npz"))
+    assert len(entries) == 8
+    assert args.func(args) == 0
+    assert "(0 entries computed" in capsys.readouterr().out
+    assert sorted((tmp_path / "cache" / "preprocessed").glob("*.npz")) == entries

@@ -1,0 +1,109 @@
+"""Time per round of one federated pretraining task in-process, under Flower's simulation and on loopback.
+
+The task is the tiny preset's pretraining (widths 8-64 at 64 px, 5 local steps of
+4 volumes x 4 partitions per client and round) on the synthetic volumes of
+``bench.federated.testing``, for two clients. Each engine runs it with 1 and with
+``--rounds`` rounds from a fresh folder; the time per round is the difference
+divided by the extra rounds, so start-up is left out of it and reported on its
+own: a first, untimed one-round run in-process and under simulation (imports,
+first calls into oneDNN, Ray's workers), the SuperLink and SuperNodes on loopback.
+
+    .venv/bin/python scripts/time_engines.py --method fcl --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench.federated import simulation
+from bench.federated.deployment import LocalFederation, make_supernode_key, node_config, wait_for, write_app_dir
+from bench.federated.engine import run_task
+from bench.federated.jobs import write_job
+from bench.federated.testing import build_synthetic_task, synthetic_spec
+
+SITES = 2
+TINY_PRETRAINING = {
+    "data": {"preprocess": {"size": 64}},
+    "model": {"widths": [8, 16, 32, 64]},
+    "pretrain": {"local_steps": 5, "volumes_per_batch": 4, "partitions": 4},
+    "run": {"threads": 1},
+}
+
+
+def spec_for(root: Path, name: str, method: str, rounds: int, engine: str = "inprocess") -> dict:
+    config = {**TINY_PRETRAINING, "pretrain": {**TINY_PRETRAINING["pretrain"], "rounds": rounds},
+              "run": {**TINY_PRETRAINING["run"], "engine": engine, "flower": {"workers": SITES}}}
+    return synthetic_spec(root / name, method, clients=SITES, volumes_per_client=6, config=config)
+
+
+def time_local(root: Path, method: str, rounds: int, engine: str) -> float:
+    spec = spec_for(root, f"{engine}-{rounds}", method, rounds, engine)
+    start = time.perf_counter()
+    run_task(build_synthetic_task(spec), spec["config"]["run"])
+    return time.perf_counter() - start
+
+
+def time_deployment(root: Path, method: str, round_counts: list[int]) -> tuple[dict[int, float], float]:
+    start = time.perf_counter()
+    with LocalFederation(root / "federation") as fed:
+        fed.start_superlink()
+        for site in range(SITES):
+            private, public = make_supernode_key(root / "keys", f"site{site}")
+            fed.register(public)
+            fed.start_supernode(f"site{site}", private, node_config(site, SITES))
+        wait_for(lambda: fed.supernodes_online() == SITES, 180, "the SuperNodes to connect")
+        app = write_app_dir(root / "app")
+        startup = time.perf_counter() - start
+        times = {}
+        for rounds in round_counts:
+            spec = spec_for(root, f"deployment-{rounds}", method, rounds)
+            job = write_job(Path(spec["work_dir"]) / "job.json", spec)
+            begin = time.perf_counter()
+            status = fed.wait_run(fed.submit(app, job), timeout=1800)
+            if status != "finished:completed":
+                raise RuntimeError(f"deployment run with {rounds} rounds ended {status}:\n{fed.log('superlink')[-3000:]}")
+            times[rounds] = time.perf_counter() - begin
+    return times, startup
+
+
+def per_round(times: dict[int, float]) -> tuple[float, float]:
+    """(seconds per round, seconds outside the rounds) from runs with different round counts."""
+    (few, t_few), (many, t_many) = sorted(times.items())
+    round_s = (t_many - t_few) / (many - few)
+    return round_s, t_few - few * round_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--method", default="fcl")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engines", default="inprocess,flower,deployment")
+    parser.add_argument("--out", help="JSON file for the figures")
+    args = parser.parse_args()
+    counts = [1, args.rounds]
+    root = Path(tempfile.mkdtemp(prefix="bench-engines-"))
+    report = {}
+    for engine in args.engines.split(","):
+        if engine == "deployment":
+            times, startup = time_deployment(root / engine, args.method, counts)
+            extra = {"federation_start_s": startup}
+        else:
+            extra = {"warm_up_s": time_local(root / f"{engine}-warm-up", args.method, 1, engine)}
+            times = {rounds: time_local(root / engine, args.method, rounds, engine) for rounds in counts}
+            if engine == "flower":
+                simulation.shutdown_ray()
+        round_s, outside_s = per_round(times)
+        report[engine] = {"run_s": times, "per_round_s": round_s, "outside_rounds_s": outside_s, **extra}
+        print(f"{engine}: {round_s:.2f} s per round, {outside_s:.1f} s outside the rounds "
+              f"(runs: {', '.join(f'{r} rounds {t:.1f} s' for r, t in times.items())})"
+              + "".join(f"; {key} {value:.1f}" for key, value in extra.items()), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"method": args.method, "clients": SITES, **report}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

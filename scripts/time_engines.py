@@ -20,7 +20,13 @@ import time
 from pathlib import Path
 
 from bench.federated import simulation
-from bench.federated.deployment import LocalFederation, make_supernode_key, node_config, wait_for, write_app_dir
+from bench.federated.deployment import (
+    LocalFederation,
+    make_supernode_key,
+    node_config,
+    wait_for,
+    write_app_dir,
+)
 from bench.federated.engine import run_task
 from bench.federated.jobs import write_job
 from bench.federated.testing import build_synthetic_task, synthetic_spec

@@ -91,7 +91,7 @@ def cmd_profile(args) -> int:
     from bench.registry import resolve_method_names
 
     config, preset = _config(args)
-    if config["run"]["tune_malloc"] if args.tune_malloc is None else args.tune_malloc:
+    if config["run"].get("tune_malloc", False) if args.tune_malloc is None else args.tune_malloc:
         from bench.allocator import tune_cpu_allocator
 
         if tune_cpu_allocator() is None:

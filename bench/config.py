@@ -80,6 +80,7 @@ def validate(config: dict) -> None:
         ("run", "amp"): {"none", "bf16"},
         ("run", "engine"): {"inprocess", "flower"},
         ("model", "norm"): {"instance", "batch", "group"},
+        ("model", "norm_kernel"): {"native", "group"},
         ("data", "preprocess", "normalise"): {"minmax", "zscore"},
     }
     for path, allowed in choices.items():

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.backbone import UNet2D
+from bench.backbone import UNet2D, build_unet, instance_to_group_norm
+from bench.config import load_config
 from bench.profile import memory as memory_module
 from bench.profile.flops import (
     conv2d_flops,
@@ -24,7 +25,7 @@ from bench.profile.flops import (
     linear_flops,
 )
 from bench.profile.memory import PeakMemory
-from bench.profile.steps import StepResult, instance_to_group_norm, with_oom_retry
+from bench.profile.steps import StepResult, with_oom_retry
 from bench.profile.timing import Timer, matmul_peak, summarize, synchronizer
 
 # ---------------------------------------------------------------- FLOPs
@@ -233,6 +234,16 @@ def test_group_norm_swap_computes_the_same_function_with_the_same_state_keys():
     assert not any(isinstance(m, nn.InstanceNorm2d) for m in model.modules())
     assert list(model.state_dict()) == keys
     torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)
+
+
+def test_training_builds_the_configured_norm_kernel():
+    config = {"widths": [4, 8, 16], "norm": "instance"}
+    native = build_unet({**config, "norm_kernel": "native"}, out_channels=2)
+    group = build_unet({**config, "norm_kernel": "group"}, out_channels=2)
+    assert any(isinstance(m, nn.InstanceNorm2d) for m in native.modules())
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in group.modules())
+    assert list(group.state_dict()) == list(native.state_dict())
+    assert load_config("tiny")["model"]["norm_kernel"] == "group"
 
 
 def test_contention_reports_thread_time_and_others_share():

@@ -35,8 +35,9 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--channels-last", action="store_true", default=None,
                         help="channels_last memory format for model and batches")
     parser.add_argument("--compile", action="store_true", help="torch.compile each U-Net block")
-    parser.add_argument("--norm-impl", choices=["native", "group"], default="native",
-                        help="'group': run InstanceNorm2d as the identical GroupNorm(C, C) (faster on CPU)")
+    parser.add_argument("--norm-impl", choices=["native", "group"],
+                        help="'group': run InstanceNorm2d as the identical GroupNorm(C, C) (faster on CPU); "
+                             "default: the config's model.norm_kernel, as training does")
     parser.add_argument("--threads", type=int, help="torch threads (default: the config's run.threads)")
     parser.add_argument("--tune-malloc", action=argparse.BooleanOptionalAction, default=None,
                         help="keep freed memory in glibc's heap (mallopt) instead of unmapping it after "
@@ -91,6 +92,9 @@ def cmd_profile(args) -> int:
     from bench.registry import resolve_method_names
 
     config, preset = _config(args)
+    # Models are built with torch's kernel and swapped per StepSettings.norm_impl (and per study variant).
+    norm_impl = args.norm_impl or config["model"].get("norm_kernel", "native")
+    config["model"]["norm_kernel"] = "native"
     if config["run"].get("tune_malloc", False) if args.tune_malloc is None else args.tune_malloc:
         from bench.allocator import tune_cpu_allocator
 
@@ -102,7 +106,7 @@ def cmd_profile(args) -> int:
         amp=args.amp or run_cfg["amp"],
         channels_last=run_cfg["channels_last"] if args.channels_last is None else True,
         compile=args.compile,
-        norm_impl=args.norm_impl,
+        norm_impl=norm_impl,
         warmup=max(args.warmup, 2 if args.compile else 0),
         repeats=args.repeats,
     )

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from bench.augment import random_view
-from bench.backbone import build_unet
+from bench.backbone import build_unet, instance_to_group_norm
 from bench.device import DeviceSettings
 from bench.profile.flops import count_flops
 from bench.profile.memory import PeakMemory
@@ -76,28 +76,6 @@ class StepResult:
 
 
 # ------------------------------------------------------------------ model set-up
-
-
-def instance_to_group_norm(module: nn.Module) -> int:
-    """Replaces every affine ``InstanceNorm2d`` without running stats by ``GroupNorm(C, C)``.
-
-    The two compute the same function (per-sample, per-channel statistics,
-    per-channel affine) and have the same parameters (``weight``, ``bias``),
-    so state dicts load either way. Returns the number of modules replaced.
-    """
-    replaced = 0
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.InstanceNorm2d) and child.affine and not child.track_running_stats:
-            group = nn.GroupNorm(child.num_features, child.num_features, eps=child.eps, affine=True)
-            with torch.no_grad():
-                group.weight.copy_(child.weight)
-                group.bias.copy_(child.bias)
-            group.to(device=child.weight.device, dtype=child.weight.dtype)
-            setattr(module, name, group)
-            replaced += 1
-        else:
-            replaced += instance_to_group_norm(child)
-    return replaced
 
 
 def compile_blocks(module: nn.Module) -> int:

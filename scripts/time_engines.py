@@ -22,9 +22,6 @@ from pathlib import Path
 from bench.federated import simulation
 from bench.federated.deployment import (
     LocalFederation,
-    make_supernode_key,
-    node_config,
-    wait_for,
     write_app_dir,
 )
 from bench.federated.engine import run_task
@@ -57,11 +54,7 @@ def time_deployment(root: Path, method: str, round_counts: list[int]) -> tuple[d
     start = time.perf_counter()
     with LocalFederation(root / "federation") as fed:
         fed.start_superlink()
-        for site in range(SITES):
-            private, public = make_supernode_key(root / "keys", f"site{site}")
-            fed.register(public)
-            fed.start_supernode(f"site{site}", private, node_config(site, SITES))
-        wait_for(lambda: fed.supernodes_online() == SITES, 180, "the SuperNodes to connect")
+        fed.start_sites(SITES, root / "keys")
         app = write_app_dir(root / "app")
         startup = time.perf_counter() - start
         times = {}

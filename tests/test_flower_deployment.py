@@ -18,7 +18,6 @@ from bench.federated.deployment import (
     LocalFederation,
     make_supernode_key,
     node_config,
-    wait_for,
     write_app_dir,
 )
 from bench.federated.engine import run_task
@@ -49,12 +48,7 @@ def federation(tmp_path_factory):
     root = tmp_path_factory.mktemp("flower-dep")
     with LocalFederation(root / "federation") as fed:
         fed.start_superlink()
-        for site in range(SITES):
-            private, public = make_supernode_key(root / "keys", f"site{site}")
-            fed.register(public)
-            fed.start_supernode(f"site{site}", private, node_config(site, SITES))
-        wait_for(lambda: fed.supernodes_online() == SITES, 180, "the SuperNodes to connect",
-                 describe=lambda: fed.log("site0")[-2000:])
+        fed.start_sites(SITES, root / "keys")
         app = write_app_dir(root / "app")
         jobs = {
             "clean": _spec(root, "clean", CLEAN["method"], config=CLEAN["config"]),

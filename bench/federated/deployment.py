@@ -306,6 +306,16 @@ class LocalFederation:
             command += ["--max-retries", str(retries), "--max-wait-time", "15"]
         return self._start(name, command)
 
+    def start_sites(self, sites: int, keys_dir: Path, timeout: float = 180.0) -> None:
+        """Registers a key pair per site and starts its SuperNode (partition ``i`` of ``sites``);
+        returns when all are online."""
+        for site in range(sites):
+            private, public = make_supernode_key(keys_dir, f"site{site}")
+            self.register(public)
+            self.start_supernode(f"site{site}", private, node_config(site, sites))
+        wait_for(lambda: self.supernodes_online() == sites, timeout, "the SuperNodes to connect",
+                 describe=lambda: self.log("site0")[-2000:])
+
     def supernodes_online(self) -> int:
         out = self.flwr("supernode", "ls", self.link_name, "--format", "json")
         nodes = json.loads(out[out.index("{"):]).get("nodes", [])

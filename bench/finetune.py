@@ -60,7 +60,6 @@ class FinetuneTask(FederatedTask):
         self.validates = self.aggregate
         self.num_clients = len(labeled)
         self.num_rounds = config["finetune"]["rounds"]
-        self.min_replies = self.num_clients
         self.num_classes = num_classes
         self.slices = [LabeledSlices(volumes) for volumes in labeled]
         self.validation = validation

@@ -35,7 +35,6 @@ class PretrainTask(FederatedTask):
         self.exchanges = self.aggregate
         self.num_clients = len(client_volumes)
         self.num_rounds = config["pretrain"]["rounds"]
-        self.min_replies = self.num_clients
         self.validates = False
         self.stacks = [SliceStack(volumes, config["pretrain"]["partitions"]) for volumes in client_volumes]
         self.device = DeviceSettings(config["run"])

@@ -17,7 +17,7 @@ class ToyTask(FederatedTask):
 
     def __init__(self, work_dir: Path, clients=3, rounds=3, aggregate=True, fail=None):
         self.work_dir, self.num_clients, self.num_rounds = Path(work_dir), clients, rounds
-        self.aggregate, self.min_replies, self.validates = aggregate, clients, False
+        self.aggregate, self.validates = aggregate, False
         self.fail = fail  # (client, round) that raises
         self.seen_payloads = {}
 

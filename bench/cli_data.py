@@ -66,9 +66,8 @@ def cmd_preprocess(args) -> int:
     import time
 
     from bench.config import ConfigError, load_config
-    from bench.data import cache_dir
+    from bench.data import preprocess, preprocessed_dir
     from bench.datasets.layout import read_dataset
-    from bench.datasets.preprocess import PreprocessSettings, load_volumes
 
     try:
         data_cfg = load_config(args.preset, args.overrides)["data"]
@@ -76,13 +75,10 @@ def cmd_preprocess(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     layout, records = read_dataset(args.data)
-    phases = tuple(data_cfg["phases"]) if layout == "acdc" else ("volume",)
-    folder = cache_dir() / "preprocessed"
+    folder = preprocessed_dir()
     before = set(folder.glob("*.npz")) if folder.is_dir() else set()
     start = time.perf_counter()
-    volumes = load_volumes(records, PreprocessSettings(**data_cfg["preprocess"]), folder, phases=phases,
-                           include_cine=data_cfg["include_cine"], progress=not args.no_progress,
-                           workers=args.workers)
+    volumes = preprocess(data_cfg, layout, records, progress=not args.no_progress, workers=args.workers)
     seconds = time.perf_counter() - start
     count = sum(len(v) for v in volumes.values())
     computed = len(set(folder.glob("*.npz")) - before)

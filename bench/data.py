@@ -20,6 +20,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BENCH_CACHE_DIR", Path.home() / ".cache" / "bench"))
 
 
+def preprocessed_dir() -> Path:
+    return cache_dir() / "preprocessed"
+
+
+def preprocess(data_cfg: dict, layout: str, records, *, progress: bool = True, workers: int | None = None) -> dict:
+    """Preprocessed volumes per patient id under the config's ``data`` settings, read from the
+    cache and computed where missing (ACDC: the configured phases; HVSMR: its one volume)."""
+    phases = tuple(data_cfg["phases"]) if layout == "acdc" else ("volume",)
+    return load_volumes(records, PreprocessSettings(**data_cfg["preprocess"]), preprocessed_dir(), phases=phases,
+                        include_cine=data_cfg["include_cine"], progress=progress, workers=workers)
+
+
 def data_root(data_cfg: dict, run_dir: Path) -> Path:
     """The configured folder, or synthetic volumes made once inside the run folder."""
     if data_cfg["root"] is not None:
@@ -65,10 +77,7 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
     data_cfg, split_cfg = config["data"], config["split"]
     root = data_root(data_cfg, Path(run_dir))
     layout, records = read_dataset(root)
-    settings = PreprocessSettings(**data_cfg["preprocess"])
-    phases = tuple(data_cfg["phases"]) if layout == "acdc" else ("volume",)
-    volumes = load_volumes(records, settings, cache_dir() / "preprocessed", phases=phases,
-                           include_cine=data_cfg["include_cine"], progress=progress)
+    volumes = preprocess(data_cfg, layout, records, progress=progress)
     split_path = Path(run_dir) / "split.json"
     if split_path.exists():
         split = Split.load(split_path)

@@ -92,9 +92,9 @@ def cmd_profile(args) -> int:
     from bench.registry import resolve_method_names
 
     config, preset = _config(args)
-    # Models are built with torch's kernel and swapped per StepSettings.norm_impl (and per study variant).
     norm_impl = args.norm_impl or config["model"].get("norm_kernel", "native")
-    config["model"]["norm_kernel"] = "native"
+    # The U-Net studies' variants are relative to torch's kernel; everything else builds what it profiles.
+    config["model"]["norm_kernel"] = "native" if args.study in ("unet", "unet-ab") else norm_impl
     if config["run"].get("tune_malloc", False) if args.tune_malloc is None else args.tune_malloc:
         from bench.allocator import tune_cpu_allocator
 

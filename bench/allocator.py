@@ -29,8 +29,9 @@ M_MMAP_THRESHOLD = -3
 _TUNED: dict | None = None
 
 
-def tune_cpu_allocator(*, mmap_threshold: int = 2**31 - 1, trim_threshold: int = 2**31 - 1,
-                       top_pad: int = 256 * 2**20) -> dict | None:
+def tune_cpu_allocator(
+    *, mmap_threshold: int = 2**31 - 1, trim_threshold: int = 2**31 - 1, top_pad: int = 256 * 2**20
+) -> dict | None:
     """Sets glibc malloc's thresholds with ``mallopt`` (Linux with glibc only).
 
     Returns the settings applied, or None where there is no glibc ``mallopt``.
@@ -46,9 +47,11 @@ def tune_cpu_allocator(*, mmap_threshold: int = 2**31 - 1, trim_threshold: int =
         return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     applied = {}
-    for name, option, value in (("mmap_threshold", M_MMAP_THRESHOLD, mmap_threshold),
-                                ("trim_threshold", M_TRIM_THRESHOLD, trim_threshold),
-                                ("top_pad", M_TOP_PAD, top_pad)):
+    for name, option, value in (
+        ("mmap_threshold", M_MMAP_THRESHOLD, mmap_threshold),
+        ("trim_threshold", M_TRIM_THRESHOLD, trim_threshold),
+        ("top_pad", M_TOP_PAD, top_pad),
+    ):
         if mallopt(option, int(value)) == 1:
             applied[name] = int(value)
     _TUNED = applied or None
@@ -63,6 +66,8 @@ def allocator_settings() -> dict:
     return {
         "malloc_tuned": _TUNED,
         "malloc_env": env or None,
-        "preloaded_allocator": next((lib for lib in ("jemalloc", "tcmalloc", "mimalloc") if lib in preload), None),
+        "preloaded_allocator": next(
+            (lib for lib in ("jemalloc", "tcmalloc", "mimalloc") if lib in preload), None
+        ),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }

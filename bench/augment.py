@@ -31,7 +31,9 @@ def random_affine_theta(
 ) -> torch.Tensor:
     """Random crop (side fraction ``scale``), rotation and horizontal flip as (B, 2, 3)."""
     side = _uniform(batch_size, *scale, generator, device)
-    angle = _uniform(batch_size, -max_rotation_deg, max_rotation_deg, generator, device) * math.pi / 180
+    angle = (
+        _uniform(batch_size, -max_rotation_deg, max_rotation_deg, generator, device) * math.pi / 180
+    )
     sign = torch.ones(batch_size, device=device)
     if flip:
         sign = torch.where(_uniform(batch_size, 0, 1, generator, device) < 0.5, -sign, sign)
@@ -41,7 +43,8 @@ def random_affine_theta(
     ty = _uniform(batch_size, -1, 1, generator, device) * room
     cos, sin = torch.cos(angle) * side, torch.sin(angle) * side
     theta = torch.stack(
-        [torch.stack([cos * sign, -sin, tx], dim=1), torch.stack([sin * sign, cos, ty], dim=1)], dim=1
+        [torch.stack([cos * sign, -sin, tx], dim=1), torch.stack([sin * sign, cos, ty], dim=1)],
+        dim=1,
     )
     return theta
 
@@ -79,23 +82,35 @@ def random_intensity(
     lo = images.amin(dim=(1, 2, 3), keepdim=True)
     hi = images.amax(dim=(1, 2, 3), keepdim=True)
     unit = (images - lo) / (hi - lo).clamp_min(1e-6)
-    unit = unit.pow(torch.exp(_uniform(n, math.log(gamma[0]), math.log(gamma[1]), generator, device)).view(shape))
+    unit = unit.pow(
+        torch.exp(_uniform(n, math.log(gamma[0]), math.log(gamma[1]), generator, device)).view(
+            shape
+        )
+    )
     out = unit * (hi - lo) + lo
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = (out - mean) * (1 + _uniform(n, -contrast, contrast, generator, device)).view(shape) + mean
+    out = (out - mean) * (1 + _uniform(n, -contrast, contrast, generator, device)).view(
+        shape
+    ) + mean
     out = out + _uniform(n, -brightness, brightness, generator, device).view(shape) * (hi - lo)
     noise = torch.randn(out.shape, generator=generator, device="cpu").to(device)
     return out + noise_std * (hi - lo) * noise
 
 
-def random_view(images: torch.Tensor, generator: torch.Generator, **spatial) -> tuple[torch.Tensor, torch.Tensor]:
+def random_view(
+    images: torch.Tensor, generator: torch.Generator, **spatial
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One spatially and intensity-augmented view, with the affine that made it."""
     theta = random_affine_theta(images.shape[0], generator, device=images.device, **spatial)
     return random_intensity(apply_affine(images, theta), generator), theta
 
 
-def random_rotation90(images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_rotation90(
+    images: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotates each image by k * 90 degrees; returns the images and k in {0, 1, 2, 3}."""
     k = torch.randint(0, 4, (images.shape[0],), generator=generator)
-    rotated = torch.stack([torch.rot90(img, int(turns), dims=(1, 2)) for img, turns in zip(images, k)])
+    rotated = torch.stack(
+        [torch.rot90(img, int(turns), dims=(1, 2)) for img, turns in zip(images, k)]
+    )
     return rotated, k.to(images.device)

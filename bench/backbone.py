@@ -33,7 +33,9 @@ NORMS = {
 
 def _norm(name: str):
     if name not in NORMS:
-        raise ValueError(f"model.norm: unknown normalisation {name!r}; expected one of {sorted(NORMS)}")
+        raise ValueError(
+            f"model.norm: unknown normalisation {name!r}; expected one of {sorted(NORMS)}"
+        )
     return NORMS[name]
 
 
@@ -71,7 +73,16 @@ class Decoder(nn.Module):
         super().__init__()
         self.widths = tuple(widths)
         self.ups = nn.ModuleList(
-            UpCat(2, widths[i], widths[i - 1], widths[i - 1], ACTIVATION, _norm(norm), True, halves=True)
+            UpCat(
+                2,
+                widths[i],
+                widths[i - 1],
+                widths[i - 1],
+                ACTIVATION,
+                _norm(norm),
+                True,
+                halves=True,
+            )
             for i in range(len(widths) - 1, 0, -1)
         )
 

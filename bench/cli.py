@@ -20,9 +20,14 @@ def _csv(kind):
 def run_overrides(args) -> list[str]:
     """The CLI's shortcut options as config overrides."""
     pairs = {
-        "data.root": args.data, "split.clients": args.clients, "split.n_values": args.n_values,
-        "split.folds": args.folds, "finetune.modes": args.modes, "run.seeds": args.seeds,
-        "pretrain.setting": args.setting, "run.device": args.device,
+        "data.root": args.data,
+        "split.clients": args.clients,
+        "split.n_values": args.n_values,
+        "split.folds": args.folds,
+        "finetune.modes": args.modes,
+        "run.seeds": args.seeds,
+        "pretrain.setting": args.setting,
+        "run.device": args.device,
     }
     return [f"{key}={value}" for key, value in pairs.items() if value is not None] + list(args.set)
 
@@ -51,7 +56,9 @@ def cmd_methods(args) -> int:
         if args.verbose:
             print(f"{'':14s}   averaged across clients: {cls.shared_doc}")
             print(f"{'':14s}   kept on the client:      {cls.local_doc}")
-            print(f"{'':14s}   fine-tuning loads:       {', '.join(cls.pretrained_parts) or 'nothing'}")
+            print(
+                f"{'':14s}   fine-tuning loads:       {', '.join(cls.pretrained_parts) or 'nothing'}"
+            )
             for key, value in cls.defaults.items():
                 print(f"{'':14s}   {key} = {value!r}  ({cls.sources.get(key, 'no source given')})")
     return 0
@@ -69,10 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-values", type=_csv(int), help="labeled patients per client, e.g. 1,2,4,8")
     run.add_argument("--folds", type=int)
     run.add_argument("--modes", type=_csv(str), help="fine-tuning modes: local,federated")
-    run.add_argument("--setting", choices=["federated", "local", "centralized"], help="pretraining setting")
+    run.add_argument(
+        "--setting", choices=["federated", "local", "centralized"], help="pretraining setting"
+    )
     run.add_argument("--seeds", type=_csv(int))
     run.add_argument("--device", choices=["cpu", "cuda"])
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config option")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config option"
+    )
     run.add_argument("--out", help="run folder (default: runs/<preset>)")
     run.add_argument("--fresh", action="store_true", help="delete the run folder and start over")
     run.add_argument("--no-progress", action="store_true")

@@ -12,7 +12,9 @@ def _ints(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def _guard(handler):
@@ -29,9 +31,16 @@ def _guard(handler):
 def cmd_synth(args) -> int:
     from bench.datasets.synthetic import write_synthetic
 
-    out = write_synthetic(args.out, args.layout, args.train, args.test, args.seed,
-                          real_sizes=args.real_sizes, cine=args.cine,
-                          progress=not args.no_progress)
+    out = write_synthetic(
+        args.out,
+        args.layout,
+        args.train,
+        args.test,
+        args.seed,
+        real_sizes=args.real_sizes,
+        cine=args.cine,
+        progress=not args.no_progress,
+    )
     print(out)
     return 0
 
@@ -41,10 +50,18 @@ def cmd_split(args) -> int:
     from bench.datasets.splits import make_split
 
     _, records = read_dataset(args.data)
-    split = make_split(records, clients=args.clients, scheme=args.scheme, alpha=args.alpha,
-                       n_values=args.n_values, folds=args.folds,
-                       val_per_client=args.val_per_client, test=args.test,
-                       test_fraction=args.test_fraction, seed=args.seed)
+    split = make_split(
+        records,
+        clients=args.clients,
+        scheme=args.scheme,
+        alpha=args.alpha,
+        n_values=args.n_values,
+        folds=args.folds,
+        val_per_client=args.val_per_client,
+        test=args.test,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+    )
     split.save(args.out)
     print(split.hash)
     return 0
@@ -53,8 +70,9 @@ def cmd_split(args) -> int:
 def cmd_check(args) -> int:
     from bench.datasets.check import check_dataset
 
-    layout, records, problems = check_dataset(args.data, cine=not args.no_cine,
-                                              progress=not args.no_progress)
+    layout, records, problems = check_dataset(
+        args.data, cine=not args.no_cine, progress=not args.no_progress
+    )
     frames = sum(len(r.frames) for r in records)
     for err in problems:
         print(f"problem: {err}", file=sys.stderr)
@@ -78,12 +96,16 @@ def cmd_preprocess(args) -> int:
     folder = preprocessed_dir()
     before = set(folder.glob("*.npz")) if folder.is_dir() else set()
     start = time.perf_counter()
-    volumes = preprocess(data_cfg, layout, records, progress=not args.no_progress, workers=args.workers)
+    volumes = preprocess(
+        data_cfg, layout, records, progress=not args.no_progress, workers=args.workers
+    )
     seconds = time.perf_counter() - start
     count = sum(len(v) for v in volumes.values())
     computed = len(set(folder.glob("*.npz")) - before)
-    print(f"{layout}: {len(records)} patients, {count} volumes ({computed} entries computed, "
-          f"the rest read from the cache) in {seconds:.1f} s; cache: {folder}")
+    print(
+        f"{layout}: {len(records)} patients, {count} volumes ({computed} entries computed, "
+        f"the rest read from the cache) in {seconds:.1f} s; cache: {folder}"
+    )
     return 0
 
 
@@ -98,8 +120,11 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     synth.add_argument("--train", type=int, help="training patients (default: 12 tiny, 100 real)")
     synth.add_argument("--test", type=int, help="testing patients (default: 4 tiny, 50 real)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--real-sizes", action="store_true",
-                       help="real in-plane sizes, slice counts and patient counts")
+    synth.add_argument(
+        "--real-sizes",
+        action="store_true",
+        help="real in-plane sizes, slice counts and patient counts",
+    )
     synth.add_argument("--cine", action="store_true", help="also write small 4D cines (ACDC)")
     synth.add_argument("--no-progress", action="store_true")
     synth.set_defaults(func=_guard(cmd_synth))
@@ -109,8 +134,12 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     split.add_argument("--clients", type=int, required=True)
     split.add_argument("--scheme", choices=["iid", "group", "dirichlet"], default="iid")
     split.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
-    split.add_argument("--n-values", type=_ints, default=[1, 2, 4, 8],
-                       help="labeled patients per client, e.g. 1,2,4,8")
+    split.add_argument(
+        "--n-values",
+        type=_ints,
+        default=[1, 2, 4, 8],
+        help="labeled patients per client, e.g. 1,2,4,8",
+    )
     split.add_argument("--folds", type=int, default=5)
     split.add_argument("--val-per-client", type=int, default=1)
     split.add_argument("--test", choices=["auto", "holdout"], default="auto")
@@ -125,11 +154,19 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     check.add_argument("--no-progress", action="store_true")
     check.set_defaults(func=_guard(cmd_check))
 
-    preprocess = sub.add_parser("preprocess", help="preprocess a dataset into the cache that runs read")
+    preprocess = sub.add_parser(
+        "preprocess", help="preprocess a dataset into the cache that runs read"
+    )
     preprocess.add_argument("--data", required=True, help="ACDC or HVSMR folder")
     preprocess.add_argument("--preset", help="config preset whose data.preprocess settings apply")
-    preprocess.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                            help="config option, e.g. data.preprocess.size=128")
+    preprocess.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config option, e.g. data.preprocess.size=128",
+    )
     preprocess.add_argument("--workers", type=int, help="processes (default: up to 2)")
     preprocess.add_argument("--no-progress", action="store_true")
     preprocess.set_defaults(func=_guard(cmd_preprocess))

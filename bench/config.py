@@ -19,7 +19,11 @@ class ConfigError(ValueError):
 
 
 def available_presets() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml") and p.name != "default.yaml")
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in PRESET_DIR.iterdir()
+        if p.name.endswith(".yaml") and p.name != "default.yaml"
+    )
 
 
 def _read_yaml(name: str) -> dict:
@@ -36,7 +40,9 @@ def merge(base: dict, override: dict, where: tuple[str, ...] = ()) -> dict:
             continue
         if key not in base:
             known = ", ".join(sorted(base))
-            raise ConfigError(f"unknown option {'.'.join(path)!r}; known under {'.'.join(where) or 'top level'}: {known}")
+            raise ConfigError(
+                f"unknown option {'.'.join(path)!r}; known under {'.'.join(where) or 'top level'}: {known}"
+            )
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"option {'.'.join(path)!r} is a section; got {value!r}")
@@ -61,7 +67,9 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
     config = _read_yaml("default")
     if preset is not None:
         if preset not in available_presets():
-            raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(available_presets())}")
+            raise ConfigError(
+                f"unknown preset {preset!r}; available: {', '.join(available_presets())}"
+            )
         config = merge(config, _read_yaml(preset))
         config["preset"] = preset
     else:
@@ -88,19 +96,27 @@ def validate(config: dict) -> None:
         for key in path:
             value = value[key]
         if value not in allowed:
-            raise ConfigError(f"option {'.'.join(path)}={value!r}; expected one of {sorted(allowed)}")
+            raise ConfigError(
+                f"option {'.'.join(path)}={value!r}; expected one of {sorted(allowed)}"
+            )
     for mode in config["finetune"]["modes"]:
         if mode not in {"local", "federated"}:
-            raise ConfigError(f"finetune.modes: unknown mode {mode!r}; expected local and/or federated")
+            raise ConfigError(
+                f"finetune.modes: unknown mode {mode!r}; expected local and/or federated"
+            )
     run = config["run"]
     if not isinstance(run["min_clients"], int) or run["min_clients"] < 0:
-        raise ConfigError(f"option run.min_clients={run['min_clients']!r}; expected an integer >= 0 (0: all clients)")
+        raise ConfigError(
+            f"option run.min_clients={run['min_clients']!r}; expected an integer >= 0 (0: all clients)"
+        )
     flower = run["flower"]
     for key in ("workers", "cpus_per_client", "round_timeout"):
         if not isinstance(flower[key], (int, float)) or flower[key] <= 0:
             raise ConfigError(f"option run.flower.{key}={flower[key]!r}; expected a number > 0")
     if not isinstance(flower["gpus_per_client"], (int, float)) or flower["gpus_per_client"] < 0:
-        raise ConfigError(f"option run.flower.gpus_per_client={flower['gpus_per_client']!r}; expected a number >= 0")
+        raise ConfigError(
+            f"option run.flower.gpus_per_client={flower['gpus_per_client']!r}; expected a number >= 0"
+        )
     size, levels = config["data"]["preprocess"]["size"], len(config["model"]["widths"])
     if size % 2 ** (levels - 1):
         raise ConfigError(

@@ -24,12 +24,21 @@ def preprocessed_dir() -> Path:
     return cache_dir() / "preprocessed"
 
 
-def preprocess(data_cfg: dict, layout: str, records, *, progress: bool = True, workers: int | None = None) -> dict:
+def preprocess(
+    data_cfg: dict, layout: str, records, *, progress: bool = True, workers: int | None = None
+) -> dict:
     """Preprocessed volumes per patient id under the config's ``data`` settings, read from the
     cache and computed where missing (ACDC: the configured phases; HVSMR: its one volume)."""
     phases = tuple(data_cfg["phases"]) if layout == "acdc" else ("volume",)
-    return load_volumes(records, PreprocessSettings(**data_cfg["preprocess"]), preprocessed_dir(), phases=phases,
-                        include_cine=data_cfg["include_cine"], progress=progress, workers=workers)
+    return load_volumes(
+        records,
+        PreprocessSettings(**data_cfg["preprocess"]),
+        preprocessed_dir(),
+        phases=phases,
+        include_cine=data_cfg["include_cine"],
+        progress=progress,
+        workers=workers,
+    )
 
 
 def data_root(data_cfg: dict, run_dir: Path) -> Path:
@@ -40,7 +49,14 @@ def data_root(data_cfg: dict, run_dir: Path) -> Path:
     folder = run_dir / "data" / f"synthetic-{synth['layout']}"
     done = folder / ".complete"
     if not done.exists():
-        write_synthetic(folder, synth["layout"], synth["train"], synth["test"], synth["seed"], real_sizes=synth["real_sizes"])
+        write_synthetic(
+            folder,
+            synth["layout"],
+            synth["train"],
+            synth["test"],
+            synth["seed"],
+            real_sizes=synth["real_sizes"],
+        )
         done.write_text("ok\n")
     return folder
 
@@ -84,10 +100,15 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
     else:
         split = make_split(
             records,
-            clients=split_cfg["clients"], scheme=split_cfg["scheme"], alpha=split_cfg["alpha"],
-            n_values=tuple(split_cfg["n_values"]), folds=split_cfg["folds"],
-            val_per_client=split_cfg["val_per_client"], test=split_cfg["test"],
-            test_fraction=split_cfg["test_fraction"], seed=split_cfg["seed"],
+            clients=split_cfg["clients"],
+            scheme=split_cfg["scheme"],
+            alpha=split_cfg["alpha"],
+            n_values=tuple(split_cfg["n_values"]),
+            folds=split_cfg["folds"],
+            val_per_client=split_cfg["val_per_client"],
+            test=split_cfg["test"],
+            test_fraction=split_cfg["test_fraction"],
+            seed=split_cfg["seed"],
         )
         split.save(split_path)
     return DataBundle(layout=layout, root=root, volumes=volumes, split=split)

@@ -14,7 +14,9 @@ class DeviceSettings:
     def __init__(self, run_cfg: dict):
         self.device = torch.device(run_cfg["device"])
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("run.device=cuda but no CUDA device is available; use --set run.device=cpu")
+            raise RuntimeError(
+                "run.device=cuda but no CUDA device is available; use --set run.device=cpu"
+            )
         self.amp = run_cfg["amp"]
         self.channels_last = bool(run_cfg["channels_last"])
         if run_cfg.get("tune_malloc", False):

@@ -26,7 +26,9 @@ class LabeledSlices:
 
     def __init__(self, volumes):
         self.images = torch.from_numpy(np.concatenate([v.image for v in volumes])).unsqueeze(1)
-        self.labels = torch.from_numpy(np.concatenate([v.label for v in volumes]).astype(np.int64)).unsqueeze(1)
+        self.labels = torch.from_numpy(
+            np.concatenate([v.label for v in volumes]).astype(np.int64)
+        ).unsqueeze(1)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -85,7 +87,9 @@ class FinetuneTask(FederatedTask):
     def initial_state(self) -> dict[str, torch.Tensor]:
         return {k: v.cpu() for k, v in self.build_model(0).state_dict().items()}
 
-    def train_round(self, client: int, round_index: int, shared: dict, payloads: dict) -> RoundResult:
+    def train_round(
+        self, client: int, round_index: int, shared: dict, payloads: dict
+    ) -> RoundResult:
         model = self.build_model(client)
         optimizer = self._optimizer(model)
         saved = self.load_client_state(client, round_index - 1)
@@ -113,8 +117,16 @@ class FinetuneTask(FederatedTask):
         if not self.aggregate:
             score = mean_dice(model, self.validation[client], self.num_classes, self.device.device)
             if best is None or score > best["score"]:
-                best = {"round": round_index, "score": score, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        self.save_client_state(client, round_index, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best})
+                best = {
+                    "round": round_index,
+                    "score": score,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                }
+        self.save_client_state(
+            client,
+            round_index,
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best},
+        )
         losses = torch.stack(losses).float().cpu()
         return RoundResult(
             shared={k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -133,4 +145,7 @@ class FinetuneTask(FederatedTask):
         if self.aggregate:
             chosen = final["best"]["state"] if final["best"] is not None else final["state"]
             return [chosen] * self.num_clients
-        return [self.load_client_state(c, self.num_rounds - 1)["best"]["state"] for c in range(self.num_clients)]
+        return [
+            self.load_client_state(c, self.num_rounds - 1)["best"]["state"]
+            for c in range(self.num_clients)
+        ]

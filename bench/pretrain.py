@@ -36,7 +36,9 @@ class PretrainTask(FederatedTask):
         self.num_clients = len(client_volumes)
         self.num_rounds = config["pretrain"]["rounds"]
         self.validates = False
-        self.stacks = [SliceStack(volumes, config["pretrain"]["partitions"]) for volumes in client_volumes]
+        self.stacks = [
+            SliceStack(volumes, config["pretrain"]["partitions"]) for volumes in client_volumes
+        ]
         self.device = DeviceSettings(config["run"])
         self._spec = spec or {}
         self.progress_label = f"pretraining {method}" if show_progress else None
@@ -53,7 +55,9 @@ class PretrainTask(FederatedTask):
 
     def _optimizer(self, method):
         cfg = self.config["pretrain"]
-        return torch.optim.Adam(method.optimizer_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        return torch.optim.Adam(
+            method.optimizer_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
+        )
 
     def initial_state(self) -> dict[str, torch.Tensor]:
         return {k: v.cpu() for k, v in self.build_method(0).shared_state().items()}
@@ -70,7 +74,9 @@ class PretrainTask(FederatedTask):
             method.load_state_dict(shared, strict=False)
         return method, optimizer
 
-    def train_round(self, client: int, round_index: int, shared: dict, payloads: dict) -> RoundResult:
+    def train_round(
+        self, client: int, round_index: int, shared: dict, payloads: dict
+    ) -> RoundResult:
         method, optimizer = self.restore(client, round_index, shared)
         if self.exchanges:
             method.incoming_payload(payloads)
@@ -81,7 +87,9 @@ class PretrainTask(FederatedTask):
         cfg = self.config["pretrain"]
         losses = []
         for _ in range(cfg["local_steps"]):
-            batch = self.device.batch(self.stacks[client].sample(cfg["volumes_per_batch"], draws, client))
+            batch = self.device.batch(
+                self.stacks[client].sample(cfg["volumes_per_batch"], draws, client)
+            )
             with self.device.autocast():
                 loss = method.training_step(batch, draws)["loss"]
             optimizer.zero_grad(set_to_none=True)
@@ -91,13 +99,23 @@ class PretrainTask(FederatedTask):
             losses.append(loss.detach())
         losses = torch.stack(losses).float().cpu().tolist()
         if not all(np.isfinite(losses)):
-            raise FloatingPointError(f"{self.method_name}: client {client} round {round_index}: loss became {losses[-1]}")
-        self.save_client_state(client, round_index, {"method": method.state_dict(), "optimizer": optimizer.state_dict()})
+            raise FloatingPointError(
+                f"{self.method_name}: client {client} round {round_index}: loss became {losses[-1]}"
+            )
+        self.save_client_state(
+            client,
+            round_index,
+            {"method": method.state_dict(), "optimizer": optimizer.state_dict()},
+        )
         slices = cfg["local_steps"] * cfg["volumes_per_batch"] * cfg["partitions"]
         return RoundResult(
             shared={k: v.detach().cpu() for k, v in method.shared_state().items()},
             num_examples=slices,
-            metrics={"loss_first": losses[0], "loss_last": losses[-1], "loss_mean": float(np.mean(losses))},
+            metrics={
+                "loss_first": losses[0],
+                "loss_last": losses[-1],
+                "loss_mean": float(np.mean(losses)),
+            },
             payload=method.outgoing_payload() if self.exchanges else {},
         )
 
@@ -105,6 +123,13 @@ class PretrainTask(FederatedTask):
         """Per client, the U-Net parts fine-tuning loads (the same for all clients under FedAvg)."""
         parts = []
         for client in range(self.num_clients):
-            method, _ = self.restore(client, self.num_rounds, final["state"] if self.aggregate else None)
-            parts.append({name: {k: v.cpu() for k, v in sd.items()} for name, sd in method.pretrained_state().items()})
+            method, _ = self.restore(
+                client, self.num_rounds, final["state"] if self.aggregate else None
+            )
+            parts.append(
+                {
+                    name: {k: v.cpu() for k, v in sd.items()}
+                    for name, sd in method.pretrained_state().items()
+                }
+            )
         return parts

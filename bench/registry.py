@@ -15,7 +15,9 @@ class UnknownMethodError(ValueError):
 def register_method(cls: type) -> type:
     name = cls.name
     if name in _METHODS and _METHODS[name] is not cls:
-        raise ValueError(f"method {name!r} is registered twice ({_METHODS[name].__module__}, {cls.__module__})")
+        raise ValueError(
+            f"method {name!r} is registered twice ({_METHODS[name].__module__}, {cls.__module__})"
+        )
     _METHODS[name] = cls
     return cls
 

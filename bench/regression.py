@@ -12,11 +12,15 @@ TOLERANCE = 0.05  # absolute Dice; covers float differences between CPUs, not a 
 
 def method_means(rows: pd.DataFrame) -> dict[str, float]:
     """Mean Dice per method over every fine-tuning mode, N, fold, client, patient and class."""
-    return {method: round(float(group["dice"].mean()), 4) for method, group in rows.groupby("method")}
+    return {
+        method: round(float(group["dice"].mean()), 4) for method, group in rows.groupby("method")
+    }
 
 
 def save_baseline(path: Path, means: dict[str, float]) -> None:
-    Path(path).write_text(json.dumps({"tolerance": TOLERANCE, "mean_dice": means}, indent=2, sort_keys=True) + "\n")
+    Path(path).write_text(
+        json.dumps({"tolerance": TOLERANCE, "mean_dice": means}, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def regressions(measured: dict[str, float], baseline_path: Path) -> list[str]:
@@ -27,5 +31,7 @@ def regressions(measured: dict[str, float], baseline_path: Path) -> list[str]:
         if method not in measured:
             problems.append(f"{method}: no result (baseline {expected:.3f})")
         elif measured[method] < expected - baseline["tolerance"]:
-            problems.append(f"{method}: mean Dice {measured[method]:.3f} < baseline {expected:.3f} - {baseline['tolerance']}")
+            problems.append(
+                f"{method}: mean Dice {measured[method]:.3f} < baseline {expected:.3f} - {baseline['tolerance']}"
+            )
     return problems

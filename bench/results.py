@@ -15,9 +15,24 @@ import pandas as pd
 from bench.io import atomic_write_text
 
 ROW_COLUMNS = [
-    "method", "pretrain_setting", "pretrain_dataset", "finetune_mode", "dataset", "n_labeled", "fold", "client",
-    "patient", "phase", "class_name", "dice", "seed", "split_hash", "config_hash", "preset",
-    "code_version", "versions",
+    "method",
+    "pretrain_setting",
+    "pretrain_dataset",
+    "finetune_mode",
+    "dataset",
+    "n_labeled",
+    "fold",
+    "client",
+    "patient",
+    "phase",
+    "class_name",
+    "dice",
+    "seed",
+    "split_hash",
+    "config_hash",
+    "preset",
+    "code_version",
+    "versions",
 ]
 
 
@@ -49,7 +64,13 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Methods x N mean Dice per fine-tuning mode: class means per patient, then mean over patients."""
     if rows.empty:
         return pd.DataFrame()
-    per_patient = rows.groupby(["finetune_mode", "method", "n_labeled", "fold", "client", "patient"], as_index=False)["dice"].mean()
-    table = per_patient.groupby(["finetune_mode", "method", "n_labeled"])["dice"].mean().unstack("n_labeled")
+    per_patient = rows.groupby(
+        ["finetune_mode", "method", "n_labeled", "fold", "client", "patient"], as_index=False
+    )["dice"].mean()
+    table = (
+        per_patient.groupby(["finetune_mode", "method", "n_labeled"])["dice"]
+        .mean()
+        .unstack("n_labeled")
+    )
     table.columns = [f"N={n}" for n in table.columns]
     return table.round(3)

@@ -38,7 +38,13 @@ class Unit:
     fold: int
 
     def as_dict(self) -> dict:
-        return {"method": self.method, "seed": self.seed, "mode": self.mode, "n": self.n, "fold": self.fold}
+        return {
+            "method": self.method,
+            "seed": self.seed,
+            "mode": self.mode,
+            "n": self.n,
+            "fold": self.fold,
+        }
 
 
 def check_run_dir(run_dir: Path, config: dict, fresh: bool) -> None:
@@ -109,7 +115,9 @@ class Runner:
         """Pretrained parts from another run; client i takes source client i mod K."""
         path = source / "pretrained" / f"{method}-seed{seed}.pt"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: pretrain.from_run has no pretrained {method} (seed {seed}); run it there first")
+            raise FileNotFoundError(
+                f"{path}: pretrain.from_run has no pretrained {method} (seed {seed}); run it there first"
+            )
         parts = torch_load(path)
         return [parts[i % len(parts)] for i in range(clients)]
 
@@ -121,7 +129,9 @@ class Runner:
 
     def pretrain_task(self, method: str, seed: int) -> PretrainTask:
         return PretrainTask(
-            config=self.config, method=method, seed=seed,
+            config=self.config,
+            method=method,
+            seed=seed,
             work_dir=self.run_dir / "work" / "pretrain" / f"{method}-seed{seed}",
             client_volumes=self.bundle.pretrain_volumes(self.config["pretrain"]["setting"]),
             spec=self.job_spec("pretrain", method=method, seed=seed),
@@ -136,18 +146,26 @@ class Runner:
                     f"{method},{seed},{entry['round']},{client},{metrics['loss_first']:.6g},"
                     f"{metrics['loss_last']:.6g},{metrics['loss_mean']:.6g}"
                 )
-        atomic_write_text(self.run_dir / "pretrain_loss" / f"{method}-seed{seed}.csv", "\n".join(lines) + "\n")
+        atomic_write_text(
+            self.run_dir / "pretrain_loss" / f"{method}-seed{seed}.csv", "\n".join(lines) + "\n"
+        )
 
     # -- fine-tuning and evaluation -------------------------------------
     def finetune_task(self, unit: Unit, init_parts: list[dict]) -> FinetuneTask:
         bundle = self.bundle
         clients = bundle.split.clients
         return FinetuneTask(
-            config=self.config, mode=unit.mode, seed=unit.seed,
-            work_dir=self.run_dir / "work" / "finetune" / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}-fold{unit.fold}",
+            config=self.config,
+            mode=unit.mode,
+            seed=unit.seed,
+            work_dir=self.run_dir
+            / "work"
+            / "finetune"
+            / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}-fold{unit.fold}",
             labeled=[bundle.labeled(c.labeled_patients(unit.n, unit.fold)) for c in clients],
             validation=[bundle.labeled(c.val) for c in clients],
-            num_classes=bundle.num_classes, init_parts=init_parts,
+            num_classes=bundle.num_classes,
+            init_parts=init_parts,
             spec=self.job_spec("finetune", **unit.as_dict()),
         )
 
@@ -156,7 +174,10 @@ class Runner:
         models = task.selected_models(run_task(task, self.config["run"]))
         if unit.fold == 0:
             # One fine-tuned model per (method, mode, N) for the report's qualitative figure.
-            atomic_torch_save(self.run_dir / "models" / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}.pt", models[0])
+            atomic_torch_save(
+                self.run_dir / "models" / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}.pt",
+                models[0],
+            )
         rows = self.evaluate(unit, task, models)
         shutil.rmtree(task.work_dir, ignore_errors=True)
         return rows
@@ -164,11 +185,19 @@ class Runner:
     def evaluate(self, unit: Unit, task: FinetuneTask, models: list[dict]) -> list[dict]:
         bundle = self.bundle
         metadata = {
-            "method": unit.method, "pretrain_setting": self.config["pretrain"]["setting"],
+            "method": unit.method,
+            "pretrain_setting": self.config["pretrain"]["setting"],
             "pretrain_dataset": self.pretrain_dataset(),
-            "finetune_mode": unit.mode, "dataset": bundle.layout, "n_labeled": unit.n, "fold": unit.fold,
-            "seed": unit.seed, "split_hash": bundle.split.hash, "config_hash": config_hash(self.config),
-            "preset": self.config["preset"], "code_version": code_version(), "versions": library_versions(),
+            "finetune_mode": unit.mode,
+            "dataset": bundle.layout,
+            "n_labeled": unit.n,
+            "fold": unit.fold,
+            "seed": unit.seed,
+            "split_hash": bundle.split.hash,
+            "config_hash": config_hash(self.config),
+            "preset": self.config["preset"],
+            "code_version": code_version(),
+            "versions": library_versions(),
         }
         rows = []
         for client, state in enumerate(models):
@@ -178,8 +207,16 @@ class Runner:
                 prediction = predict_volume(model, volume.image, task.device.device)
                 scores = dice_per_class(prediction, volume.label, bundle.num_classes)
                 for class_name, dice in zip(bundle.class_names, scores):
-                    rows.append({**metadata, "client": client, "patient": volume.patient_id,
-                                 "phase": volume.phase, "class_name": class_name, "dice": float(dice)})
+                    rows.append(
+                        {
+                            **metadata,
+                            "client": client,
+                            "patient": volume.patient_id,
+                            "phase": volume.phase,
+                            "class_name": class_name,
+                            "dice": float(dice),
+                        }
+                    )
         return rows
 
     @contextlib.contextmanager
@@ -196,10 +233,17 @@ class Runner:
 
     # -- the whole run --------------------------------------------------
     def run(self, methods: list[str]) -> None:
-        run_info = {"dataset": self.bundle.layout, "split_hash": self.bundle.split.hash, "methods": methods, "hardware": hardware()}
+        run_info = {
+            "dataset": self.bundle.layout,
+            "split_hash": self.bundle.split.hash,
+            "methods": methods,
+            "hardware": hardware(),
+        }
         atomic_write_text(self.run_dir / "run.yaml", yaml.safe_dump(run_info))
         units = [u for u in self.units(methods) if not self.store.is_done(u.as_dict())]
-        bar = tqdm(total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress)
+        bar = tqdm(
+            total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress
+        )
         parts_cache: dict[tuple[str, int], list[dict]] = {}
         for unit in units:
             key = (unit.method, unit.seed)

@@ -49,11 +49,15 @@ class SliceStack:
     def sample(self, volumes_per_batch: int, generator: torch.Generator, client: int = 0) -> dict:
         chosen = torch.randperm(self.num_volumes, generator=generator)
         # Fewer volumes than asked: cycle through them again.
-        chosen = chosen.repeat(-(-volumes_per_batch // self.num_volumes))[:volumes_per_batch].tolist()
+        chosen = chosen.repeat(-(-volumes_per_batch // self.num_volumes))[
+            :volumes_per_batch
+        ].tolist()
         picks, parts, positions = [], [], []
         for v in chosen:
             for p, candidates in enumerate(self.index[v]):
-                pick = int(candidates[int(torch.randint(len(candidates), (1,), generator=generator))])
+                pick = int(
+                    candidates[int(torch.randint(len(candidates), (1,), generator=generator))]
+                )
                 picks.append(pick)
                 parts.append(p)
                 first = sum(self.depths[:v])

@@ -34,7 +34,9 @@ def parse_info(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "missing Info.cfg (expected 'Key: value' lines with ED, ES, Group, …)")
+        raise DataError(
+            path, "missing Info.cfg (expected 'Key: value' lines with ED, ES, Group, …)"
+        )
     info: dict = {}
     for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
@@ -64,7 +66,9 @@ def parse_info(path: str | Path) -> dict:
         if info[key] < 1 or (nb is not None and info[key] > nb):
             raise DataError(path, f"{key} = {info[key]} is outside 1..{nb or '?'} (NbFrame)")
     if "Group" in info and info["Group"] not in GROUPS:
-        raise DataError(path, f"unknown Group {info['Group']!r}; expected one of {', '.join(GROUPS)}")
+        raise DataError(
+            path, f"unknown Group {info['Group']!r}; expected one of {', '.join(GROUPS)}"
+        )
     return info
 
 
@@ -89,12 +93,16 @@ def read_patient(folder: str | Path, subset: str) -> PatientRecord:
         stem = f"{pid}_frame{info[phase]:02d}"
         image = _nifti(folder, stem)
         if image is None:
-            raise DataError(folder / f"{stem}.nii.gz",
-                            f"missing {phase} frame (Info.cfg says {phase}: {info[phase]})")
+            raise DataError(
+                folder / f"{stem}.nii.gz",
+                f"missing {phase} frame (Info.cfg says {phase}: {info[phase]})",
+            )
         label = _nifti(folder, f"{stem}_gt")
         if label is None and subset == "training":
-            raise DataError(folder / f"{stem}_gt.nii.gz",
-                            f"missing label of the {phase} frame (training patients need _gt files)")
+            raise DataError(
+                folder / f"{stem}_gt.nii.gz",
+                f"missing label of the {phase} frame (training patients need _gt files)",
+            )
         frames.append(FrameRecord(phase, image, label))
     rest = {k: v for k, v in info.items() if k != "Group"}
     return PatientRecord(pid, subset, group, frames, _nifti(folder, f"{pid}_4d"), "acdc", rest)

@@ -61,12 +61,16 @@ def check_dataset(root: str | Path, cine: bool = True, progress: bool = False):
                 if data.ndim != 4:
                     raise DataError(r.cine_path, f"{data.ndim}D cine; expected 4D (x, y, z, t)")
                 if shape is not None and data.shape[1:] != shape:
-                    raise DataError(r.cine_path, f"cine frames of shape {data.shape[1:]} differ "
-                                                 f"from the ED/ES frames' {shape}")
+                    raise DataError(
+                        r.cine_path,
+                        f"cine frames of shape {data.shape[1:]} differ "
+                        f"from the ED/ES frames' {shape}",
+                    )
                 nb = r.info.get("NbFrame")
                 if nb is not None and data.shape[0] != nb:
-                    raise DataError(r.cine_path, f"{data.shape[0]} cine frames but Info.cfg "
-                                                 f"says NbFrame: {nb}")
+                    raise DataError(
+                        r.cine_path, f"{data.shape[0]} cine frames but Info.cfg says NbFrame: {nb}"
+                    )
             except DataError as err:
                 problems.append(err)
     return layout, records, problems

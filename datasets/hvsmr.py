@@ -42,15 +42,21 @@ def read_hvsmr(root: str | Path) -> list[PatientRecord]:
     for (subset, num), slot in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         pid = f"pat{num}"
         if pid in seen:
-            raise DataError(slot.get("image", slot.get("label")),
-                            f"{pid} appears in both training and testing files")
+            raise DataError(
+                slot.get("image", slot.get("label")),
+                f"{pid} appears in both training and testing files",
+            )
         seen[pid] = subset
         if "image" not in slot:
-            raise DataError(slot["label"], f"label without its image {subset}_axial_crop_{pid}.nii.gz")
+            raise DataError(
+                slot["label"], f"label without its image {subset}_axial_crop_{pid}.nii.gz"
+            )
         if "label" not in slot and subset == "training":
             name = slot["image"].name.replace(".nii", "-label.nii", 1)
-            raise DataError(slot["image"].with_name(name),
-                            "missing label of a training volume (expected this -label file)")
+            raise DataError(
+                slot["image"].with_name(name),
+                "missing label of a training volume (expected this -label file)",
+            )
         frame = FrameRecord("volume", slot["image"], slot.get("label"))
         records.append(PatientRecord(pid, subset, None, [frame], None, "hvsmr"))
     return records

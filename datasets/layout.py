@@ -23,7 +23,8 @@ def detect_layout(root: str | Path) -> str:
         base = None
     if base is not None and any(
         p.is_dir() and p.name.startswith("patient")
-        for sub in ("training", "testing") if (base / sub).is_dir()
+        for sub in ("training", "testing")
+        if (base / sub).is_dir()
         for p in (base / sub).iterdir()
     ):
         return "acdc"

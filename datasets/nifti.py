@@ -42,7 +42,9 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
 
 def _spacing(path: Path, zooms: tuple[float, ...]) -> tuple[float, float, float]:
     if len(zooms) < 3 or not all(np.isfinite(zooms[:3])) or min(zooms[:3]) <= 0:
-        raise DataError(path, f"bad voxel size {zooms[:3]} in pixdim (expected 3 positive mm values)")
+        raise DataError(
+            path, f"bad voxel size {zooms[:3]} in pixdim (expected 3 positive mm values)"
+        )
     return (zooms[2], zooms[1], zooms[0])
 
 
@@ -55,8 +57,11 @@ def _labels(path: Path, data: np.ndarray, label_values) -> np.ndarray:
     bad = [] if ok.all() else sorted(np.unique(data[~ok]).tolist())
     if bad:
         shown = ", ".join(str(int(v)) for v in bad[:8])
-        raise DataError(path, f"label values {shown} outside the expected set "
-                              f"{{{', '.join(str(v) for v in sorted(label_values))}}}")
+        raise DataError(
+            path,
+            f"label values {shown} outside the expected set "
+            f"{{{', '.join(str(v) for v in sorted(label_values))}}}",
+        )
     return data.astype(np.uint8)
 
 
@@ -92,16 +97,22 @@ def load_image(path: str | Path, expect_3d: bool = True, label_values=None):
     return image, spacing
 
 
-def check_pair(label_path: str | Path, image: np.ndarray, image_spacing, label: np.ndarray,
-               label_spacing) -> None:
+def check_pair(
+    label_path: str | Path, image: np.ndarray, image_spacing, label: np.ndarray, label_spacing
+) -> None:
     """DataError naming the label file when its shape or spacing differs from the image's."""
     if image.shape != label.shape:
-        raise DataError(label_path, f"label shape {label.shape} (z, y, x) differs from the "
-                                    f"image's {image.shape}")
+        raise DataError(
+            label_path,
+            f"label shape {label.shape} (z, y, x) differs from the image's {image.shape}",
+        )
     if not np.allclose(image_spacing, label_spacing, rtol=SPACING_RTOL, atol=SPACING_ATOL):
-        raise DataError(label_path, f"label spacing {tuple(round(s, 4) for s in label_spacing)} "
-                                    f"differs from the image's "
-                                    f"{tuple(round(s, 4) for s in image_spacing)}")
+        raise DataError(
+            label_path,
+            f"label spacing {tuple(round(s, 4) for s in label_spacing)} "
+            f"differs from the image's "
+            f"{tuple(round(s, 4) for s in image_spacing)}",
+        )
 
 
 def load_pair(image_path, label_path, label_values):

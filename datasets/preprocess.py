@@ -30,7 +30,9 @@ from .nifti import LABEL_VALUES, load_image, load_pair
 from .records import PatientRecord
 
 # Any edit to the code that computes an entry changes every key.
-CODE_DIGEST = hashlib.sha256(Path(__file__).read_bytes() + Path(nifti.__file__).read_bytes()).hexdigest()[:16]
+CODE_DIGEST = hashlib.sha256(
+    Path(__file__).read_bytes() + Path(nifti.__file__).read_bytes()
+).hexdigest()[:16]
 NORMALISE = ("minmax", "zscore")
 
 
@@ -131,7 +133,7 @@ def _crop_or_pad(array: np.ndarray, size: int, fill: float) -> tuple[np.ndarray,
     sy, sx = max(top, 0), max(left, 0)
     dy, dx = max(-top, 0), max(-left, 0)
     ch, cw = min(h - sy, size - dy), min(w - sx, size - dx)
-    out[..., dy:dy + ch, dx:dx + cw] = array[..., sy:sy + ch, sx:sx + cw]
+    out[..., dy : dy + ch, dx : dx + cw] = array[..., sy : sy + ch, sx : sx + cw]
     return out, (top, left)
 
 
@@ -141,8 +143,10 @@ def preprocess_frame(image: np.ndarray, label: np.ndarray | None, spacing, setti
     z, h, w = image.shape
     sz, sy, sx = (float(s) for s in spacing)
     if settings.spacing_mm is not None:
-        shape_hw = (max(1, round(h * sy / settings.spacing_mm)),
-                    max(1, round(w * sx / settings.spacing_mm)))
+        shape_hw = (
+            max(1, round(h * sy / settings.spacing_mm)),
+            max(1, round(w * sx / settings.spacing_mm)),
+        )
     else:
         shape_hw = (h, w)
     image = _normalise(_resample(image, shape_hw, 1), settings)
@@ -164,7 +168,7 @@ def restore_native(array: np.ndarray, volume: Volume, order: int = 0) -> np.ndar
     size_h, size_w = array.shape[-2:]
     sy, sx, dy, dx = max(top, 0), max(left, 0), max(-top, 0), max(-left, 0)
     ch, cw = min(h - sy, size_h - dy), min(w - sx, size_w - dx)
-    canvas[:, sy:sy + ch, sx:sx + cw] = array[:, dy:dy + ch, dx:dx + cw]
+    canvas[:, sy : sy + ch, sx : sx + cw] = array[:, dy : dy + ch, dx : dx + cw]
     return _resample(canvas, tuple(volume.native_shape[1:]), order)
 
 
@@ -188,7 +192,9 @@ def _save_npz(path: Path, **arrays) -> None:
         for name, array in arrays.items():
             array = np.asarray(array)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED if array.dtype.kind == "f" else zipfile.ZIP_DEFLATED
+            info.compress_type = (
+                zipfile.ZIP_STORED if array.dtype.kind == "f" else zipfile.ZIP_DEFLATED
+            )
             with zf.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue())
@@ -205,11 +211,18 @@ class _Job:
 
 def _frame_payload(job: _Job) -> dict:
     frame = job.record.frame(job.phase)
-    image, label, spacing = load_pair(frame.image_path, frame.label_path,
-                                      LABEL_VALUES[job.record.layout])
+    image, label, spacing = load_pair(
+        frame.image_path, frame.label_path, LABEL_VALUES[job.record.layout]
+    )
     out, lab, new_spacing, rshape, offset = preprocess_frame(image, label, spacing, job.settings)
-    payload = {"image": out, "spacing": new_spacing, "native_spacing": spacing,
-                   "native_shape": image.shape, "resampled_shape": rshape, "crop_offset": offset}
+    payload = {
+        "image": out,
+        "spacing": new_spacing,
+        "native_spacing": spacing,
+        "native_shape": image.shape,
+        "resampled_shape": rshape,
+        "crop_offset": offset,
+    }
     if lab is not None:
         payload.update(label=lab, native_label=label)
     return payload
@@ -220,9 +233,14 @@ def _cine_payload(job: _Job) -> dict:
     if cine.ndim != 4:
         raise DataError(job.record.cine_path, f"{cine.ndim}D cine; expected 4D (x, y, z, t)")
     frames = [preprocess_frame(frame, None, spacing, job.settings) for frame in cine]
-    return {"image": np.stack([f[0] for f in frames]), "spacing": frames[0][2],
-                "native_spacing": spacing, "native_shape": cine.shape[1:],
-                "resampled_shape": frames[0][3], "crop_offset": frames[0][4]}
+    return {
+        "image": np.stack([f[0] for f in frames]),
+        "spacing": frames[0][2],
+        "native_spacing": spacing,
+        "native_shape": cine.shape[1:],
+        "resampled_shape": frames[0][3],
+        "crop_offset": frames[0][4],
+    }
 
 
 def _compute(job: _Job) -> Path:
@@ -241,17 +259,32 @@ def _read_cache(path: Path) -> dict | None:
 
 def _volumes(job: _Job, data: dict) -> list[Volume]:
     r = job.record
-    meta = {"spacing": tuple(float(s) for s in data["spacing"]),
-                "native_spacing": tuple(float(s) for s in data["native_spacing"]),
-                "native_shape": tuple(int(s) for s in data["native_shape"]), "group": r.group,
-                "subset": r.subset, "resampled_shape": tuple(int(s) for s in data["resampled_shape"]),
-                "crop_offset": tuple(int(s) for s in data["crop_offset"])}
+    meta = {
+        "spacing": tuple(float(s) for s in data["spacing"]),
+        "native_spacing": tuple(float(s) for s in data["native_spacing"]),
+        "native_shape": tuple(int(s) for s in data["native_shape"]),
+        "group": r.group,
+        "subset": r.subset,
+        "resampled_shape": tuple(int(s) for s in data["resampled_shape"]),
+        "crop_offset": tuple(int(s) for s in data["crop_offset"]),
+    }
     if job.kind == "frame":
-        return [Volume(r.patient_id, job.phase, data["image"], data.get("label"), **meta,
-                       native_label=data.get("native_label"))]
+        return [
+            Volume(
+                r.patient_id,
+                job.phase,
+                data["image"],
+                data.get("label"),
+                **meta,
+                native_label=data.get("native_label"),
+            )
+        ]
     skip = {int(r.info[p]) for p in ("ED", "ES") if p in job.phase.split(",") and p in r.info}
-    return [Volume(r.patient_id, f"cine{t + 1:02d}", np.ascontiguousarray(img), None, **meta)
-            for t, img in enumerate(data["image"]) if t + 1 not in skip]
+    return [
+        Volume(r.patient_id, f"cine{t + 1:02d}", np.ascontiguousarray(img), None, **meta)
+        for t, img in enumerate(data["image"])
+        if t + 1 not in skip
+    ]
 
 
 def _plan(records, settings, cache_dir: Path, phases, include_cine) -> list[_Job]:
@@ -263,14 +296,16 @@ def _plan(records, settings, cache_dir: Path, phases, include_cine) -> list[_Job
             if f.phase not in phases:
                 continue
             sources = [f.image_path] + ([f.label_path] if f.label_path else [])
-            key = hashlib.sha256("\n".join(
-                [fingerprint, r.layout, f.phase, *(_sha256(p, memo) for p in sources)]
-            ).encode()).hexdigest()[:32]
+            key = hashlib.sha256(
+                "\n".join(
+                    [fingerprint, r.layout, f.phase, *(_sha256(p, memo) for p in sources)]
+                ).encode()
+            ).hexdigest()[:32]
             path = cache_dir / f"{r.patient_id}_{f.phase}_{key}.npz"
             jobs.append(_Job("frame", r, f.phase, path, settings))
         if include_cine and r.cine_path is not None:
-            key = hashlib.sha256("\n".join(
-                [fingerprint, r.layout, "cine", _sha256(r.cine_path, memo)]).encode()
+            key = hashlib.sha256(
+                "\n".join([fingerprint, r.layout, "cine", _sha256(r.cine_path, memo)]).encode()
             ).hexdigest()[:32]
             path = cache_dir / f"{r.patient_id}_cine_{key}.npz"
             jobs.append(_Job("cine", r, ",".join(phases), path, settings))

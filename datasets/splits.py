@@ -23,7 +23,9 @@ from .records import PatientRecord
 SCHEMES = ("iid", "group", "dirichlet")
 TEST_MODES = ("auto", "holdout")
 # Chaitanya et al. 2020: fixed ACDC test set, 4 patients per group.
-CHAITANYA_TEST_IDS = tuple(f"patient{i:03d}" for b in range(0, 100, 20) for i in range(b + 7, b + 11))
+CHAITANYA_TEST_IDS = tuple(
+    f"patient{i:03d}" for b in range(0, 100, 20) for i in range(b + 7, b + 11)
+)
 
 
 class SplitError(ValueError):
@@ -45,20 +47,30 @@ class ClientSplit:
         try:
             return self.labeled[int(n)][int(fold)]
         except (KeyError, IndexError):
-            raise KeyError(f"client {self.client} has no labeled subset N={n}, fold={fold} "
-                           f"(N values {sorted(self.labeled)}, "
-                           f"{len(next(iter(self.labeled.values()), []))} folds)") from None
+            raise KeyError(
+                f"client {self.client} has no labeled subset N={n}, fold={fold} "
+                f"(N values {sorted(self.labeled)}, "
+                f"{len(next(iter(self.labeled.values()), []))} folds)"
+            ) from None
 
     def to_dict(self) -> dict:
-        return {"client": self.client, "pretrain": self.pretrain, "val": self.val,
-                "labeled": {str(n): folds for n, folds in sorted(self.labeled.items())},
-                "test": self.test}
+        return {
+            "client": self.client,
+            "pretrain": self.pretrain,
+            "val": self.val,
+            "labeled": {str(n): folds for n, folds in sorted(self.labeled.items())},
+            "test": self.test,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> ClientSplit:
-        return cls(int(d["client"]), list(d["pretrain"]), list(d["val"]),
-                   {int(n): [list(s) for s in folds] for n, folds in d["labeled"].items()},
-                   list(d["test"]))
+        return cls(
+            int(d["client"]),
+            list(d["pretrain"]),
+            list(d["val"]),
+            {int(n): [list(s) for s in folds] for n, folds in d["labeled"].items()},
+            list(d["test"]),
+        )
 
 
 @dataclass
@@ -99,7 +111,9 @@ class Split:
     def save(self, path: str | Path) -> Path:
         """Write readable JSON (with the hash) atomically: temp file, fsync, rename."""
         path = Path(path)
-        atomic_write_text(path, json.dumps({**self.to_dict(), "hash": self.hash}, sort_keys=True, indent=1) + "\n")
+        atomic_write_text(
+            path, json.dumps({**self.to_dict(), "hash": self.hash}, sort_keys=True, indent=1) + "\n"
+        )
         return path
 
     @classmethod
@@ -116,8 +130,11 @@ class Split:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(path, f"unreadable split file ({type(exc).__name__}: {exc})") from exc
         if "hash" in d and d["hash"] != split.hash:
-            raise DataError(path, f"split hash {d['hash']} does not match its content "
-                                  f"({split.hash}); was the file edited?")
+            raise DataError(
+                path,
+                f"split hash {d['hash']} does not match its content "
+                f"({split.hash}); was the file edited?",
+            )
         return split
 
 
@@ -149,8 +166,10 @@ def _assign(ids, groups, k, scheme, alpha, rng, need: tuple[int, int]) -> list[l
     if scheme == "group":
         missing = [p for p in ids if groups[p] is None]
         if missing:
-            raise SplitError(f"scheme 'group' needs pathology groups; {missing[0]} and "
-                             f"{len(missing) - 1} more have none (HVSMR has no groups)")
+            raise SplitError(
+                f"scheme 'group' needs pathology groups; {missing[0]} and "
+                f"{len(missing) - 1} more have none (HVSMR has no groups)"
+            )
         perm = {str(p): i for i, p in enumerate(rng.permutation(ids))}
         ordered = sorted(ids, key=lambda p: (groups[p], perm[p]))
         return [sorted(chunk.tolist()) for chunk in np.array_split(np.array(ordered), k)]
@@ -181,8 +200,10 @@ def _assign_like(ids, groups, train: list[list[str]], scheme, rng) -> list[list[
         for i, p in enumerate(rng.permutation(sorted(ids))):
             out[i % k].append(str(p))
         return [sorted(c) for c in out]
-    held = np.array([[sum((groups[p] or "") == g for p in c) for c in train]
-                     for g in _by_group(ids, groups)], dtype=float)
+    held = np.array(
+        [[sum((groups[p] or "") == g for p in c) for c in train] for g in _by_group(ids, groups)],
+        dtype=float,
+    )
     for row, members in zip(held, _by_group(ids, groups).values()):
         perm = [str(p) for p in rng.permutation(members)]
         if row.sum() == 0:  # a group no client trains on: fill the emptiest clients
@@ -199,7 +220,7 @@ def _labeled_folds(pool: list[str], n: int, folds: int, rng) -> list[list[str]]:
     """``folds`` subsets of size ``n``: disjoint while the pool allows, then distinct
     while possible, then repeats."""
     perm = [str(p) for p in rng.permutation(pool)]
-    subsets = [sorted(perm[f * n:(f + 1) * n]) for f in range(min(folds, len(pool) // n))]
+    subsets = [sorted(perm[f * n : (f + 1) * n]) for f in range(min(folds, len(pool) // n))]
     seen = {tuple(s) for s in subsets}
     possible = math.comb(len(pool), n)
     tries = 0
@@ -247,9 +268,11 @@ def make_split(
     if test not in TEST_MODES:
         raise SplitError(f"test must be one of {TEST_MODES}, not {test!r}")
     if clients < 1 or folds < 1 or val_per_client < 0 or not 0 < test_fraction < 1:
-        raise SplitError(f"need clients >= 1, folds >= 1, val_per_client >= 0 and "
-                         f"0 < test_fraction < 1 (got {clients}, {folds}, {val_per_client}, "
-                         f"{test_fraction})")
+        raise SplitError(
+            f"need clients >= 1, folds >= 1, val_per_client >= 0 and "
+            f"0 < test_fraction < 1 (got {clients}, {folds}, {val_per_client}, "
+            f"{test_fraction})"
+        )
     n_values = sorted({int(n) for n in n_values})
     if not n_values or n_values[0] < 1:
         raise SplitError(f"n_values must be positive integers, got {n_values}")
@@ -278,14 +301,20 @@ def make_split(
         raise SplitError("no training patients to split")
     hold = 1 if mode == "holdout" else 0
     need = (1 + hold + val_per_client, hold + val_per_client + n_values[-1])
-    assigned = _assign(train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]),
-                       need)
-    test_assigned = (_assign_like(test_pool, groups, assigned, scheme,
-                                  np.random.default_rng([seed, 1])) if test_pool else None)
+    assigned = _assign(
+        train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]), need
+    )
+    test_assigned = (
+        _assign_like(test_pool, groups, assigned, scheme, np.random.default_rng([seed, 1]))
+        if test_pool
+        else None
+    )
     for k, pool in enumerate(assigned):
         if not pool:
-            raise SplitError(f"client {k} gets no training patients ({len(train)} patients, "
-                             f"{clients} clients, scheme {scheme!r}); use fewer clients")
+            raise SplitError(
+                f"client {k} gets no training patients ({len(train)} patients, "
+                f"{clients} clients, scheme {scheme!r}); use fewer clients"
+            )
     out = []
     for k, pool in enumerate(assigned):
         perm = [str(p) for p in np.random.default_rng([seed, 2, k]).permutation(pool)]
@@ -295,24 +324,40 @@ def make_split(
         else:
             client_test = test_assigned[k]
         if len(perm) <= val_per_client:
-            raise SplitError(f"client {k} has {len(perm)} patients after test hold-out; "
-                             f"needs more than val_per_client={val_per_client}")
+            raise SplitError(
+                f"client {k} has {len(perm)} patients after test hold-out; "
+                f"needs more than val_per_client={val_per_client}"
+            )
         if not client_test:
-            raise SplitError(f"client {k} gets no test patients (test mode {mode!r}, "
-                             f"scheme {scheme!r}); use fewer clients or another scheme")
+            raise SplitError(
+                f"client {k} gets no test patients (test mode {mode!r}, "
+                f"scheme {scheme!r}); use fewer clients or another scheme"
+            )
         val, lab_pool = sorted(perm[:val_per_client]), sorted(perm[val_per_client:])
         labeled = {}
         for n in n_values:
             if n > len(lab_pool):
-                raise SplitError(f"client {k}: N={n} exceeds its labeled pool of "
-                                 f"{len(lab_pool)} patients ({len(pool)} assigned, "
-                                 f"{val_per_client} val, {len(pool) - len(perm)} test)")
+                raise SplitError(
+                    f"client {k}: N={n} exceeds its labeled pool of "
+                    f"{len(lab_pool)} patients ({len(pool)} assigned, "
+                    f"{val_per_client} val, {len(pool) - len(perm)} test)"
+                )
             labeled[n] = _labeled_folds(lab_pool, n, folds, np.random.default_rng([seed, 3, k, n]))
         out.append(ClientSplit(k, sorted(perm), val, labeled, client_test))
-    params = {"clients": clients, "scheme": scheme, "alpha": float(alpha), "n_values": n_values,
-              "folds": folds, "val_per_client": val_per_client, "test": test, "test_mode": mode,
-              "test_fraction": float(test_fraction), "seed": int(seed),
-              "layouts": sorted({r.layout for r in records}), "patients": len(records)}
+    params = {
+        "clients": clients,
+        "scheme": scheme,
+        "alpha": float(alpha),
+        "n_values": n_values,
+        "folds": folds,
+        "val_per_client": val_per_client,
+        "test": test,
+        "test_mode": mode,
+        "test_fraction": float(test_fraction),
+        "seed": int(seed),
+        "layouts": sorted({r.layout for r in records}),
+        "patients": len(records),
+    }
     if test_ids is not None:
         params["test_ids"] = test_ids
     return Split(params, out)

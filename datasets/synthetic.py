@@ -106,8 +106,9 @@ class _AcdcCase:
     weight: float
 
 
-def _acdc_case(rng, pid, group, size_range, slices_range, spacing_range, slice_range,
-               nb_frames, force_ed) -> _AcdcCase:
+def _acdc_case(
+    rng, pid, group, size_range, slices_range, spacing_range, slice_range, nb_frames, force_ed
+) -> _AcdcCase:
     lo, hi = size_range
     lo_sp, hi_sp = spacing_range  # most ACDC scans are 1.3-1.7 mm
     sp = float(np.round(rng.triangular(lo_sp, lo_sp + 0.6 * (hi_sp - lo_sp), hi_sp), 4))
@@ -117,21 +118,36 @@ def _acdc_case(rng, pid, group, size_range, slices_range, spacing_range, slice_r
     h = int(rng.integers(s_lo, s_hi + 1))
     w = int(np.clip(round(h * rng.choice([1.0, 1.0, 256 / 216, 216 / 256, 1.3])), lo, hi))
     z = int(rng.integers(slices_range[0], slices_range[1] + 1))
-    spz = float(rng.choice([5.0, 6.5, 7.0, 8.0, 10.0])) if slice_range is None else float(
-        np.round(rng.uniform(*slice_range), 2))
+    spz = (
+        float(rng.choice([5.0, 6.5, 7.0, 8.0, 10.0]))
+        if slice_range is None
+        else float(np.round(rng.uniform(*slice_range), 2))
+    )
     ed = force_ed or (1 if rng.random() < 0.9 else int(rng.integers(2, 5)))
     es = int(np.clip(ed - 1 + round(nb_frames * rng.uniform(0.3, 0.45)), ed + 1, nb_frames))
-    return _AcdcCase(pid, group, (z, h, w), sp, spz, nb_frames, ed, es,
-                     float(round(np.clip(rng.normal(172, 9), 150, 200))),
-                     float(round(np.clip(rng.normal(76, 14), 45, 130))))
+    return _AcdcCase(
+        pid,
+        group,
+        (z, h, w),
+        sp,
+        spz,
+        nb_frames,
+        ed,
+        es,
+        float(round(np.clip(rng.normal(172, 9), 150, 200))),
+        float(round(np.clip(rng.normal(76, 14), 45, 130))),
+    )
 
 
 def _phase_curve(n: int, ed: int, es: int) -> np.ndarray:
     """Contraction in [0, 1] per frame (0 at ED, 1 at ES), smooth and cyclic."""
     k = (np.arange(n) - (ed - 1)) % n
     sys = max(1, (es - ed) % n)
-    return np.where(k <= sys, 0.5 - 0.5 * np.cos(np.pi * k / sys),
-                    0.5 + 0.5 * np.cos(np.pi * (k - sys) / max(1, n - sys)))
+    return np.where(
+        k <= sys,
+        0.5 - 0.5 * np.cos(np.pi * k / sys),
+        0.5 + 0.5 * np.cos(np.pi * (k - sys) / max(1, n - sys)),
+    )
 
 
 class _AcdcHeart:
@@ -142,8 +158,10 @@ class _AcdcHeart:
         sp = case.spacing
         fov = min(h, w) * sp
         self.s = scale if scale is not None else min(1.0, fov / 260.0)
-        a = {k: (v * rng.normal(1, 0.07) if isinstance(v, float) else v)
-             for k, v in ANATOMY[case.group].items()}
+        a = {
+            k: (v * rng.normal(1, 0.07) if isinstance(v, float) else v)
+            for k, v in ANATOMY[case.group].items()
+        }
         self.a, self.case = a, case
         self.yy = ((np.arange(h, dtype=np.float32) - h / 2 + 0.5) * sp)[None, :, None]
         self.xx = ((np.arange(w, dtype=np.float32) - w / 2 + 0.5) * sp)[None, None, :]
@@ -166,14 +184,19 @@ class _AcdcHeart:
         for side in (-1, 1):
             ly, lx = 0.2 * h * sp, 0.11 * w * sp
             lungs |= ((self.yy + 0.03 * h * sp) / ly) ** 2 + (
-                (self.xx - side * 0.27 * w * sp) / lx) ** 2 < 1
+                (self.xx - side * 0.27 * w * sp) / lx
+            ) ** 2 < 1
         look = self.look = _Look(
-            blood=rng.uniform(0.8, 0.95), myo=rng.uniform(0.25, 0.35),
-            tissue=rng.uniform(0.4, 0.55), noise=rng.uniform(0.02, 0.045),
+            blood=rng.uniform(0.8, 0.95),
+            myo=rng.uniform(0.25, 0.35),
+            tissue=rng.uniform(0.4, 0.55),
+            noise=rng.uniform(0.02, 0.045),
             dtype=str(rng.choice(["int16", "int16", "float32", "uint8"])),
-            gain=1.0)
+            gain=1.0,
+        )
         look.gain = {"uint8": rng.uniform(150, 230), "int16": rng.uniform(250, 1500)}.get(
-            look.dtype, rng.uniform(50, 500))
+            look.dtype, rng.uniform(50, 500)
+        )
         tissue = look.tissue + 0.08 * _smooth_noise(rng, (z, h, w), 6)
         tissue = np.where(body, np.where(lungs, 0.06, tissue), 0.015).astype(np.float32)
         self.bias = _bias(rng, (z, h, w))
@@ -214,8 +237,11 @@ class _AcdcHeart:
         label[lv] = 3
         atrium = (~inside) & (d < 0.9 * r_ed * (1 - 0.3 * p))  # above the base: unlabeled blood
         blood = lv | rv | atrium
-        image = np.where(blood, self.look.blood * self.bias,
-                         np.where(label == 2, self.look.myo * self.bias, self.background))
+        image = np.where(
+            blood,
+            self.look.blood * self.bias,
+            np.where(label == 2, self.look.myo * self.bias, self.background),
+        )
         return label, image
 
 
@@ -230,13 +256,20 @@ def _save_acdc(path: Path, data_zyx: np.ndarray, spacing: tuple, affine: np.ndar
     nib.save(img, str(path))
 
 
-def _write_acdc_patient(folder: Path, case: _AcdcCase, seed: int, key: tuple, scale,
-                        cine: bool, labeled: bool) -> None:
+def _write_acdc_patient(
+    folder: Path, case: _AcdcCase, seed: int, key: tuple, scale, cine: bool, labeled: bool
+) -> None:
     rng = _rng(seed, *key)
     heart = _AcdcHeart(case, rng, scale)
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [f"ED: {case.ed}", f"ES: {case.es}", f"Group: {case.group}",
-             f"Height: {case.height}", f"NbFrame: {case.nb_frames}", f"Weight: {case.weight}"]
+    lines = [
+        f"ED: {case.ed}",
+        f"ES: {case.es}",
+        f"Group: {case.group}",
+        f"Height: {case.height}",
+        f"NbFrame: {case.nb_frames}",
+        f"Weight: {case.weight}",
+    ]
     (folder / "Info.cfg").write_text("\n".join(lines) + "\n")
     curve = _phase_curve(case.nb_frames, case.ed, case.es)
     frames = range(1, case.nb_frames + 1) if cine else (case.ed, case.es)
@@ -256,8 +289,22 @@ def _write_acdc_patient(folder: Path, case: _AcdcCase, seed: int, key: tuple, sc
         _save_acdc(folder / f"{case.pid}_4d.nii.gz", np.stack(stack), sp3 + (1.0,), heart.affine)
 
 
-def _write_acdc(out: Path, n_train, n_test, seed, size_range, slices_range, spacing_range,
-                slice_range, scale, cine, cine_frames, test_labels, progress, workers) -> None:
+def _write_acdc(
+    out: Path,
+    n_train,
+    n_test,
+    seed,
+    size_range,
+    slices_range,
+    spacing_range,
+    slice_range,
+    scale,
+    cine,
+    cine_frames,
+    test_labels,
+    progress,
+    workers,
+) -> None:
     base = out / "database"
     jobs = []
     for i in range(n_train):
@@ -270,12 +317,34 @@ def _write_acdc(out: Path, n_train, n_test, seed, size_range, slices_range, spac
     for subset, i, group in jobs:
         pid = f"patient{i + 1:03d}"
         rng = _rng(seed, 1, i)
-        nb = int(rng.integers(cine_frames[0], cine_frames[1] + 1)) if cine else int(
-            rng.integers(12, 36))
-        case = _acdc_case(rng, pid, group, size_range, slices_range, spacing_range, slice_range,
-                          nb, 4 if (i == force_ed_at and nb >= 6) else 0)
-        tasks.append(partial(_write_acdc_patient, base / subset / pid, case, seed, (2, i), scale,
-                             cine, test_labels or subset == "training"))
+        nb = (
+            int(rng.integers(cine_frames[0], cine_frames[1] + 1))
+            if cine
+            else int(rng.integers(12, 36))
+        )
+        case = _acdc_case(
+            rng,
+            pid,
+            group,
+            size_range,
+            slices_range,
+            spacing_range,
+            slice_range,
+            nb,
+            4 if (i == force_ed_at and nb >= 6) else 0,
+        )
+        tasks.append(
+            partial(
+                _write_acdc_patient,
+                base / subset / pid,
+                case,
+                seed,
+                (2, i),
+                scale,
+                cine,
+                test_labels or subset == "training",
+            )
+        )
     _run(tasks, progress, "synth acdc", workers)
 
 
@@ -297,8 +366,9 @@ def _rotation(rng) -> np.ndarray:
     return (q * np.sign(np.diag(r))).astype(np.float32)
 
 
-def _write_hvsmr_patient(out: Path, name: str, seed: int, i: int, size_range, scale,
-                         labeled: bool) -> None:
+def _write_hvsmr_patient(
+    out: Path, name: str, seed: int, i: int, size_range, scale, labeled: bool
+) -> None:
     rng = _rng(seed, 3, i)
     sp_xy = float(np.round(rng.uniform(0.7, 1.05), 4))
     sp_z = float(np.round(rng.uniform(0.65, 0.9), 4))
@@ -306,8 +376,12 @@ def _write_hvsmr_patient(out: Path, name: str, seed: int, i: int, size_range, sc
     spacing = (sp_z, sp_xy, sp_xy)  # (z, y, x)
     fov = min(n * s for n, s in zip(shape, spacing))
     s = scale if scale is not None else fov / 90.0
-    grid = [((np.arange(n, dtype=np.float32) - n / 2 + 0.5) * sp).reshape(
-        [-1 if k == j else 1 for k in range(3)]) for j, (n, sp) in enumerate(zip(shape, spacing))]
+    grid = [
+        ((np.arange(n, dtype=np.float32) - n / 2 + 0.5) * sp).reshape(
+            [-1 if k == j else 1 for k in range(3)]
+        )
+        for j, (n, sp) in enumerate(zip(shape, spacing))
+    ]
     rot = _rotation(rng)
     c = rng.normal(0, 4, 3) * s
     size = rng.uniform(0.8, 1.2)
@@ -331,9 +405,14 @@ def _write_hvsmr_patient(out: Path, name: str, seed: int, i: int, size_range, sc
         blood |= _ellipsoid(grid, centre, radii, _rotation(rng)) < 1
     myo &= ~blood
     label = (myo * 1 + blood * 2).astype(np.uint16)
-    look = _Look(blood=rng.uniform(0.75, 0.9), myo=rng.uniform(0.3, 0.4),
-                 tissue=rng.uniform(0.45, 0.6), noise=rng.uniform(0.02, 0.04),
-                 dtype=str(rng.choice(["float64", "int16"])), gain=1.0)
+    look = _Look(
+        blood=rng.uniform(0.75, 0.9),
+        myo=rng.uniform(0.3, 0.4),
+        tissue=rng.uniform(0.45, 0.6),
+        noise=rng.uniform(0.02, 0.04),
+        dtype=str(rng.choice(["float64", "int16"])),
+        gain=1.0,
+    )
     look.gain = rng.uniform(200, 1200) if look.dtype == "int16" else rng.uniform(0.5, 300)
     tissue = look.tissue + 0.1 * _smooth_noise(rng, shape, 8)
     lungs = _smooth_noise(rng, shape, 24) > 0.9
@@ -352,14 +431,23 @@ def _write_hvsmr_patient(out: Path, name: str, seed: int, i: int, size_range, sc
         nib.save(img, str(out / f"{name}{suffix}.nii.gz"))
 
 
-def _write_hvsmr(out, n_train, n_test, seed, size_range, scale, test_labels, progress,
-                 workers) -> None:
+def _write_hvsmr(
+    out, n_train, n_test, seed, size_range, scale, test_labels, progress, workers
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(f"training_axial_crop_pat{i}", i, True) for i in range(n_train)]
-    jobs += [(f"testing_axial_crop_pat{n_train + i}", n_train + i, test_labels)
-             for i in range(n_test)]
-    _run([partial(_write_hvsmr_patient, out, name, seed, i, size_range, scale, labeled)
-          for name, i, labeled in jobs], progress, "synth hvsmr", workers)
+    jobs += [
+        (f"testing_axial_crop_pat{n_train + i}", n_train + i, test_labels) for i in range(n_test)
+    ]
+    _run(
+        [
+            partial(_write_hvsmr_patient, out, name, seed, i, size_range, scale, labeled)
+            for name, i, labeled in jobs
+        ],
+        progress,
+        "synth hvsmr",
+        workers,
+    )
 
 
 # ---------------------------------------------------------------------------- API
@@ -427,17 +515,35 @@ def write_synthetic(
     if layout == "acdc":
         counts = ACDC_REAL_COUNTS if real_sizes else (12, 4)
         sizes = REAL if real_sizes else TINY
-        _write_acdc(out, counts[0] if n_train is None else n_train,
-                    counts[1] if n_test is None else n_test, seed,
-                    size_range or sizes["size_range"], slices_range or sizes["slices_range"],
-                    spacing_range, slice_spacing_range, scale, cine, cine_frames, test_labels,
-                    progress, workers)
+        _write_acdc(
+            out,
+            counts[0] if n_train is None else n_train,
+            counts[1] if n_test is None else n_test,
+            seed,
+            size_range or sizes["size_range"],
+            slices_range or sizes["slices_range"],
+            spacing_range,
+            slice_spacing_range,
+            scale,
+            cine,
+            cine_frames,
+            test_labels,
+            progress,
+            workers,
+        )
     elif layout == "hvsmr":
         counts = HVSMR_REAL_COUNTS if real_sizes else (4, 2)
-        _write_hvsmr(out, counts[0] if n_train is None else n_train,
-                     counts[1] if n_test is None else n_test, seed,
-                     size_range or ((80, 170) if real_sizes else (40, 64)), scale, test_labels,
-                     progress, workers)
+        _write_hvsmr(
+            out,
+            counts[0] if n_train is None else n_train,
+            counts[1] if n_test is None else n_test,
+            seed,
+            size_range or ((80, 170) if real_sizes else (40, 64)),
+            scale,
+            test_labels,
+            progress,
+            workers,
+        )
     else:
         raise ValueError(f"layout must be 'acdc' or 'hvsmr', not {layout!r}")
     return out

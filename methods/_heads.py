@@ -23,7 +23,9 @@ def is_counter(key: str) -> bool:
     return key.endswith(BN_COUNTER)
 
 
-def two_views(images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def two_views(
+    images: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independently augmented views of each slice (crop, rotation, flip, intensity)."""
     return random_view(images, generator)[0], random_view(images, generator)[0]
 

@@ -16,7 +16,9 @@ from .base import PretrainMethod
 @register_method
 class BarlowTwins(PretrainMethod):
     name = "barlow_twins"
-    summary = "Barlow Twins: cross-correlation of two views' projections driven to identity (lightly)"
+    summary = (
+        "Barlow Twins: cross-correlation of two views' projections driven to identity (lightly)"
+    )
     defaults: ClassVar[dict] = {"lambda_param": 5e-3, "hidden_dim": 512, "projection_dim": 512}
     sources: ClassVar[dict] = {
         "lambda_param": "5e-3, Barlow Twins paper (and lightly's default)",
@@ -30,7 +32,9 @@ class BarlowTwins(PretrainMethod):
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)
         hp = self.hparams
-        self.projection = BarlowTwinsProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"])
+        self.projection = BarlowTwinsProjectionHead(
+            unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"]
+        )
         self.criterion = BarlowTwinsLoss(lambda_param=hp["lambda_param"])
 
     def is_shared(self, key):

@@ -75,7 +75,9 @@ class PretrainMethod(nn.Module):
     # -- federation -----------------------------------------------------
     def is_shared(self, key: str) -> bool:
         # BatchNorm's int64 step counters stay local: averaging them means nothing.
-        return not key.startswith(self.local_state_prefixes) and not key.endswith("num_batches_tracked")
+        return not key.startswith(self.local_state_prefixes) and not key.endswith(
+            "num_batches_tracked"
+        )
 
     def shared_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if self.is_shared(k)}

@@ -71,7 +71,9 @@ class BYOL(PretrainMethod):
     def begin_round(self, round_index, num_rounds):
         super().begin_round(round_index, num_rounds)
         hp = self.hparams
-        self.momentum = momentum_for_round(hp["momentum"], hp["momentum_end"], round_index, num_rounds)
+        self.momentum = momentum_for_round(
+            hp["momentum"], hp["momentum_end"], round_index, num_rounds
+        )
         if round_index == 0:
             # The target starts as a copy of the online network (BYOL).
             sync_momentum(self.unet.encoder, self.target_encoder)
@@ -89,7 +91,9 @@ class BYOL(PretrainMethod):
         p_a, p_b = self.online(view_a), self.online(view_b)
         z_a, z_b = self.target(view_a), self.target(view_b)
         # Symmetrised loss (BYOL): each view's prediction regresses the other's target.
-        loss = 0.5 * (float32_loss(self.criterion, p_a, z_b) + float32_loss(self.criterion, p_b, z_a))
+        loss = 0.5 * (
+            float32_loss(self.criterion, p_a, z_b) + float32_loss(self.criterion, p_b, z_a)
+        )
         return {"loss": loss}
 
     def after_optimizer_step(self):

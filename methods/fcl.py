@@ -171,7 +171,9 @@ class FCL(PretrainMethod):
     def sample_bank(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Q': K features drawn without replacement from the local and remote banks."""
         features, partitions = self.bank_contents()
-        chosen = torch.randperm(features.shape[0], generator=generator)[: self.hparams["num_sampled"]]
+        chosen = torch.randperm(features.shape[0], generator=generator)[
+            : self.hparams["num_sampled"]
+        ]
         chosen = chosen.to(features.device)
         return features[chosen], partitions[chosen]
 
@@ -252,7 +254,11 @@ class FCL(PretrainMethod):
         self.remote_count.zero_()
         if not features:
             return
-        features_t, partitions_t, clients_t = torch.cat(features), torch.cat(partitions), torch.cat(clients)
+        features_t, partitions_t, clients_t = (
+            torch.cat(features),
+            torch.cat(partitions),
+            torch.cat(clients),
+        )
         if features_t.shape[0] > capacity:
             raise ValueError(
                 f"method {self.name}: received {features_t.shape[0]} remote features, more than the "

@@ -15,7 +15,9 @@ from .base import PretrainMethod
 @register_method
 class FedRotation(PretrainMethod):
     name = "fedrotation"
-    summary = "Rotation prediction: classify each slice's rotation (0/90/180/270 deg) from its embedding"
+    summary = (
+        "Rotation prediction: classify each slice's rotation (0/90/180/270 deg) from its embedding"
+    )
     defaults: ClassVar[dict] = {"hidden_dim": 256, "augment": True}
     sources: ClassVar[dict] = {
         "hidden_dim": "choice: 256-unit MLP classifier on the pooled bottleneck (0: linear); "

@@ -69,7 +69,9 @@ def global_masks(
     is neither positive nor negative under G^D- and G^D.
     """
     if strategy not in GLOBAL_STRATEGIES:
-        raise ValueError(f"global_strategy: unknown {strategy!r}; expected one of {GLOBAL_STRATEGIES}")
+        raise ValueError(
+            f"global_strategy: unknown {strategy!r}; expected one of {GLOBAL_STRATEGIES}"
+        )
     n = partitions.shape[0]
     device = partitions.device
     slice_id = torch.arange(n, device=device).repeat(2)
@@ -86,7 +88,11 @@ def global_masks(
 
 
 def global_contrastive_loss(
-    z: torch.Tensor, partitions: torch.Tensor, volumes: torch.Tensor, strategy: str, temperature: float
+    z: torch.Tensor,
+    partitions: torch.Tensor,
+    volumes: torch.Tensor,
+    strategy: str,
+    temperature: float,
 ) -> torch.Tensor:
     """L_g of Chaitanya et al. 2020, Eq. 1-2, for embeddings z (2B, D) ordered as in ``global_masks``."""
     z = F.normalize(z, dim=1)
@@ -102,9 +108,13 @@ def region_positions(height: int, width: int, num_regions: int) -> list[tuple[in
     the four quarter points. Corners are placed so that every region fits.
     """
     if num_regions not in (9, 13):
-        raise ValueError(f"num_regions: {num_regions} not supported; expected 9 or 13 (Chaitanya et al.)")
+        raise ValueError(
+            f"num_regions: {num_regions} not supported; expected 9 or 13 (Chaitanya et al.)"
+        )
     if height < REGION_SIZE + 1 or width < REGION_SIZE + 1:
-        raise ValueError(f"local feature map {height}x{width} is too small for {REGION_SIZE}x{REGION_SIZE} regions")
+        raise ValueError(
+            f"local feature map {height}x{width} is too small for {REGION_SIZE}x{REGION_SIZE} regions"
+        )
     ymax, xmax = height - REGION_SIZE, width - REGION_SIZE
     fractions = [(a, b) for a in (0, 0.5, 1) for b in (0, 0.5, 1)]
     if num_regions == 13:
@@ -141,7 +151,10 @@ def local_contrastive_loss(
     pos_logits = pos_logits.reshape(-1, 1)
     neg_logits = neg_logits.reshape(pos_logits.shape[0], -1)
     return pair_mean_loss(
-        pos_logits, torch.ones_like(pos_logits, dtype=torch.bool), neg_logits, torch.ones_like(neg_logits, dtype=torch.bool)
+        pos_logits,
+        torch.ones_like(pos_logits, dtype=torch.bool),
+        neg_logits,
+        torch.ones_like(neg_logits, dtype=torch.bool),
     )
 
 
@@ -192,9 +205,13 @@ class GlobalLocalContrastive(PretrainMethod):
         super().__init__(unet, hparams, **kwargs)
         hp = self.hparams
         if hp["global_strategy"] not in GLOBAL_STRATEGIES:
-            raise ValueError(f"global_strategy: unknown {hp['global_strategy']!r}; expected one of {GLOBAL_STRATEGIES}")
+            raise ValueError(
+                f"global_strategy: unknown {hp['global_strategy']!r}; expected one of {GLOBAL_STRATEGIES}"
+            )
         if hp["local_strategy"] not in LOCAL_STRATEGIES:
-            raise ValueError(f"local_strategy: unknown {hp['local_strategy']!r}; expected one of {LOCAL_STRATEGIES}")
+            raise ValueError(
+                f"local_strategy: unknown {hp['local_strategy']!r}; expected one of {LOCAL_STRATEGIES}"
+            )
         if hp["decoder_blocks"] < 1:
             raise ValueError(f"decoder_blocks: {hp['decoder_blocks']} must be at least 1")
         # A shallower U-Net than the default uses all of its decoder blocks.
@@ -267,7 +284,11 @@ class GlobalLocalContrastive(PretrainMethod):
         partitions = batch["partition"].to(images.device)
         with torch.autocast(device_type=images.device.type, enabled=False):  # float32 loss
             return global_contrastive_loss(
-                z.float(), partitions, batch["volume"], self.hparams["global_strategy"], self.hparams["temperature"]
+                z.float(),
+                partitions,
+                batch["volume"],
+                self.hparams["global_strategy"],
+                self.hparams["temperature"],
             )
 
     def local_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -285,7 +306,8 @@ class GlobalLocalContrastive(PretrainMethod):
         """(M, C, H, W) maps -> (M, R, region_dim): each 3x3 region flattened and projected."""
         positions = region_positions(maps.shape[2], maps.shape[3], self.hparams["num_regions"])
         windows = torch.stack(
-            [maps[:, :, y : y + REGION_SIZE, x : x + REGION_SIZE].flatten(1) for y, x in positions], dim=1
+            [maps[:, :, y : y + REGION_SIZE, x : x + REGION_SIZE].flatten(1) for y, x in positions],
+            dim=1,
         )
         return self.region_projection(windows)
 
@@ -306,4 +328,6 @@ class GlobalLocalContrastive(PretrainMethod):
         negatives = nearest_regions(positions, self.hparams["num_negatives"]).to(maps.device)
         pairs = self.local_pairs(batch["partition"].to(images.device), batch["volume"])
         with torch.autocast(device_type=images.device.type, enabled=False):  # float32 loss
-            return local_contrastive_loss(regions.float(), pairs, negatives, self.hparams["local_temperature"])
+            return local_contrastive_loss(
+                regions.float(), pairs, negatives, self.hparams["local_temperature"]
+            )

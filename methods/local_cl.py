@@ -18,13 +18,17 @@ from bench.registry import register_method
 @register_method
 class LocalCL(FCL):
     name = "local_cl"
-    summary = "Local CL: FCL's contrastive pretraining on each client alone (no exchange, no FedAvg)"
+    summary = (
+        "Local CL: FCL's contrastive pretraining on each client alone (no exchange, no FedAvg)"
+    )
     defaults: ClassVar[dict] = dict(FCL.defaults)
     sources: ClassVar[dict[str, str]] = dict(FCL.sources)
     federation = "none"
     exchanges_features = False
     shared_doc = "nothing (each client trains alone)"
-    local_doc = "encoder, projection head, momentum encoder and head, local memory bank, optimiser state"
+    local_doc = (
+        "encoder, projection head, momentum encoder and head, local memory bank, optimiser state"
+    )
 
     def outgoing_payload(self) -> dict[str, np.ndarray]:
         return {}

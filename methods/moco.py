@@ -58,7 +58,9 @@ class MoCo(PretrainMethod):
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)
         hp = self.hparams
-        self.projection = MoCoProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"])
+        self.projection = MoCoProjectionHead(
+            unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"]
+        )
         self.momentum_encoder = momentum_copy(unet.encoder)
         self.momentum_projection = momentum_copy(self.projection)
         self.criterion = NTXentLoss(
@@ -74,7 +76,9 @@ class MoCo(PretrainMethod):
     def begin_round(self, round_index, num_rounds):
         super().begin_round(round_index, num_rounds)
         hp = self.hparams
-        self.momentum = momentum_for_round(hp["momentum"], hp["momentum_end"], round_index, num_rounds)
+        self.momentum = momentum_for_round(
+            hp["momentum"], hp["momentum_end"], round_index, num_rounds
+        )
         if round_index == 0:
             # The key encoder starts as a copy of the query encoder (MoCo).
             sync_momentum(self.unet.encoder, self.momentum_encoder)

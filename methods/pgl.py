@@ -77,7 +77,9 @@ def align_to_view(
     return aligned, slice_in_a & slice_in_b_aligned
 
 
-def masked_byol_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_byol_loss(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Mean of BYOL's ``2 - 2 cos`` (Grill et al. Eq. 2) over the valid positions of (B, C, H, W) maps.
 
     Returns 0 when no position is valid (views without overlap).
@@ -129,7 +131,9 @@ class PGL(PretrainMethod):
     }
     pretrained_parts = ("encoder", "decoder")
     local_state_prefixes = ("target_",)
-    shared_doc = "online encoder, decoder, projector, predictor, local projector and local predictor"
+    shared_doc = (
+        "online encoder, decoder, projector, predictor, local projector and local predictor"
+    )
     local_doc = (
         "target encoder, decoder, projector and local projector (EMA of the online ones), "
         "BatchNorm step counters, optimiser state"
@@ -165,7 +169,9 @@ class PGL(PretrainMethod):
     def begin_round(self, round_index: int, num_rounds: int) -> None:
         super().begin_round(round_index, num_rounds)
         hp = self.hparams
-        self.momentum = momentum_for_round(hp["momentum"], hp["momentum_end"], round_index, num_rounds)
+        self.momentum = momentum_for_round(
+            hp["momentum"], hp["momentum_end"], round_index, num_rounds
+        )
         if round_index == 0:
             # The target starts as a copy of the (aggregated) online network (BYOL).
             for online, target in self._pairs():
@@ -196,7 +202,10 @@ class PGL(PretrainMethod):
         view's target map aligned into its frame, over the overlap."""
         target_b_in_a, mask_a = align_to_view(target_b.float(), theta_a, theta_b)
         target_a_in_b, mask_b = align_to_view(target_a.float(), theta_b, theta_a)
-        return 0.5 * (masked_byol_loss(pred_a, target_b_in_a, mask_a) + masked_byol_loss(pred_b, target_a_in_b, mask_b))
+        return 0.5 * (
+            masked_byol_loss(pred_a, target_b_in_a, mask_a)
+            + masked_byol_loss(pred_b, target_a_in_b, mask_b)
+        )
 
     def training_step(self, batch, generator):
         images = batch["image"]
@@ -210,8 +219,14 @@ class PGL(PretrainMethod):
         lp_a, lp_b = local_pred.chunk(2)
         lz_a, lz_b = local_target.chunk(2)
         # BYOL, symmetrised, as 2 - 2 cos (Grill et al. Eq. 2).
-        global_term = 2 + (float32_loss(self.criterion, p_a, z_b) + float32_loss(self.criterion, p_b, z_a))
+        global_term = 2 + (
+            float32_loss(self.criterion, p_a, z_b) + float32_loss(self.criterion, p_b, z_a)
+        )
         with torch.autocast(device_type=images.device.type, enabled=False):
             local_term = self.local_loss(lp_a, lp_b, lz_a, lz_b, theta_a, theta_b)
         loss = global_term + self.hparams["local_weight"] * local_term
-        return {"loss": loss, "global_term": global_term.detach(), "local_term": local_term.detach()}
+        return {
+            "loss": loss,
+            "global_term": global_term.detach(),
+            "local_term": local_term.detach(),
+        }

@@ -28,7 +28,9 @@ class SimCLR(PretrainMethod):
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)
         hp = self.hparams
-        self.projection = SimCLRProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"])
+        self.projection = SimCLRProjectionHead(
+            unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"]
+        )
         self.criterion = NTXentLoss(temperature=hp["temperature"])
 
     def training_step(self, batch, generator):

@@ -36,7 +36,9 @@ class SwAV(PretrainMethod):
         "hidden_dim": "choice: 512, SwAV's 2048-wide MLP scaled to the U-Net encoder",
         "projection_dim": "128, SwAV paper",
     }
-    shared_doc = "encoder, projection head and prototypes (all clients start from the same prototypes)"
+    shared_doc = (
+        "encoder, projection head and prototypes (all clients start from the same prototypes)"
+    )
     local_doc = "BatchNorm step counters, optimiser state"
 
     # Two 2D views, no multi-crop, no feature queue and no prototype freezing in the
@@ -45,7 +47,9 @@ class SwAV(PretrainMethod):
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)
         hp = self.hparams
-        self.projection = SwaVProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"])
+        self.projection = SwaVProjectionHead(
+            unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"]
+        )
         self.prototypes = SwaVPrototypes(hp["projection_dim"], hp["n_prototypes"])
         self.criterion = SwaVLoss(
             temperature=hp["temperature"],

@@ -58,7 +58,14 @@ class Experiment:
         return f"preset {self.preset}, split {self.split_hash[:8]}"
 
     def sort_key(self):
-        return (self.transfer, self.dataset, MODE_ORDER.get(self.mode, 9), self.mode, self.preset, self.split_hash)
+        return (
+            self.transfer,
+            self.dataset,
+            MODE_ORDER.get(self.mode, 9),
+            self.mode,
+            self.preset,
+            self.split_hash,
+        )
 
 
 @dataclass(frozen=True)
@@ -91,18 +98,26 @@ def label_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Adds ``experiment`` (its slug) and ``variant``: the method, qualified when one
     experiment holds it from several pretraining settings or configurations."""
     rows = rows.copy()
-    rows["experiment"] = [Experiment(*key).slug for key in rows[EXPERIMENT_COLUMNS].itertuples(index=False, name=None)]
+    rows["experiment"] = [
+        Experiment(*key).slug for key in rows[EXPERIMENT_COLUMNS].itertuples(index=False, name=None)
+    ]
     keys = ["experiment", "method"]
     settings = rows.groupby(keys)["pretrain_setting"].transform("nunique")
     configs = rows.groupby([*keys, "pretrain_setting"])["config_hash"].transform("nunique")
-    variant = rows["method"].where(settings <= 1, rows["method"] + " [" + rows["pretrain_setting"] + "]")
-    rows["variant"] = variant.where(configs <= 1, variant + " [cfg " + rows["config_hash"].str[:8] + "]")
+    variant = rows["method"].where(
+        settings <= 1, rows["method"] + " [" + rows["pretrain_setting"] + "]"
+    )
+    rows["variant"] = variant.where(
+        configs <= 1, variant + " [cfg " + rows["config_hash"].str[:8] + "]"
+    )
     return rows
 
 
 def method_order(variants) -> list[str]:
     """Random init first, then alphabetical."""
-    return sorted(set(variants), key=lambda v: (not v.startswith(BASELINE + " ") and v != BASELINE, v))
+    return sorted(
+        set(variants), key=lambda v: (not v.startswith(BASELINE + " ") and v != BASELINE, v)
+    )
 
 
 def pair_scores(rows: pd.DataFrame, by_class: bool = False) -> pd.DataFrame:

@@ -11,7 +11,9 @@ def cmd_report(args) -> int:
     from bench.reports.runs import RunFolderError
 
     try:
-        written = build_report(args.run_dirs, Path(args.out), qualitative=not args.no_qualitative, quiet=args.quiet)
+        written = build_report(
+            args.run_dirs, Path(args.out), qualitative=not args.no_qualitative, quiet=args.quiet
+        )
     except RunFolderError as error:
         print(f"bench report: error: {error}", file=sys.stderr)
         return 2
@@ -24,12 +26,18 @@ def cmd_report(args) -> int:
 
 def add_report_command(subparsers) -> None:
     report = subparsers.add_parser(
-        "report", help="tables, figures and provenance (Markdown, LaTeX, CSV, HTML) from run folders",
+        "report",
+        help="tables, figures and provenance (Markdown, LaTeX, CSV, HTML) from run folders",
         description="Combine one or more run folders (rows concatenated) into one report.",
     )
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) made by `bench run`")
+    report.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) made by `bench run`"
+    )
     report.add_argument("--out", required=True, help="folder to write the report into")
-    report.add_argument("--no-qualitative", action="store_true",
-                        help="skip the qualitative figure (it loads the data and the saved models)")
+    report.add_argument(
+        "--no-qualitative",
+        action="store_true",
+        help="skip the qualitative figure (it loads the data and the saved models)",
+    )
     report.add_argument("--quiet", action="store_true", help="no progress messages")
     report.set_defaults(func=cmd_report)

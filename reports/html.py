@@ -42,20 +42,32 @@ def table_html(table: Table) -> str:
     css = ' class="published"' if "published" in table.slug else ""
     head = []
     if table.groups:
-        head.append("<tr>" + "".join(f'<th colspan="{span}">{html.escape(label)}</th>' for label, span in table.groups) + "</tr>")
+        head.append(
+            "<tr>"
+            + "".join(
+                f'<th colspan="{span}">{html.escape(label)}</th>' for label, span in table.groups
+            )
+            + "</tr>"
+        )
     columns = table.group_columns if table.groups and table.group_columns else table.columns
     head.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
     body = ["<tr>" + "".join(cell_html(c) for c in row) + "</tr>" for row in table.rows]
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
-    return (f'<div class="table" id="{table.slug}"><table{css} data-slug="{table.slug}"><caption>{html.escape(table.title)}</caption>'
-            f"<thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>{notes}</div>")
+    return (
+        f'<div class="table" id="{table.slug}"><table{css} data-slug="{table.slug}"><caption>{html.escape(table.title)}</caption>'
+        f"<thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>{notes}</div>"
+    )
 
 
 def figure_html(figure: Figure) -> str:
     data = base64.b64encode(figure.png).decode("ascii")
-    caption = html.escape(figure.title) + (f" — {html.escape(figure.caption)}" if figure.caption else "")
-    return (f'<figure id="{figure.slug}" data-slug="{figure.slug}"><img alt="{html.escape(figure.title)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>')
+    caption = html.escape(figure.title) + (
+        f" — {html.escape(figure.caption)}" if figure.caption else ""
+    )
+    return (
+        f'<figure id="{figure.slug}" data-slug="{figure.slug}"><img alt="{html.escape(figure.title)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+    )
 
 
 def block_html(block) -> str:
@@ -71,11 +83,19 @@ def block_html(block) -> str:
 
 
 def section_html(section: Section) -> str:
-    return f'<section id="{anchor(section.title)}"><h2>{html.escape(section.title)}</h2>' + "\n".join(block_html(b) for b in section.blocks) + "</section>"
+    return (
+        f'<section id="{anchor(section.title)}"><h2>{html.escape(section.title)}</h2>'
+        + "\n".join(block_html(b) for b in section.blocks)
+        + "</section>"
+    )
 
 
 def report_html(report: Report) -> str:
-    toc = "".join(f'<li><a href="#{anchor(s.title)}">{html.escape(s.title)}</a></li>' for s in report.sections)
+    toc = "".join(
+        f'<li><a href="#{anchor(s.title)}">{html.escape(s.title)}</a></li>' for s in report.sections
+    )
     body = "\n".join(section_html(s) for s in report.sections)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(report.title)}</h1><nav><ul>{toc}</ul></nav>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(report.title)}</h1><nav><ul>{toc}</ul></nav>\n{body}\n</body></html>\n"
+    )

@@ -12,11 +12,30 @@ from bench.reports.document import Cell, Report, Table
 WIDE = 7  # tables with more columns are scaled to \linewidth
 FLUSH = 8  # tables between two \clearpage
 _SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"$<$", ">": r"$>$", "±": r"$\pm$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$",
-    "—": "---", "–": "--", "→": r"$\rightarrow$", "Δ": r"$\Delta$", "−": r"$-$", "×": r"$\times$",
-    "≥": r"$\geq$", "≤": r"$\leq$", "·": r"$\cdot$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"$<$",
+    ">": r"$>$",
+    "±": r"$\pm$",
+    "†": r"$^{\dagger}$",
+    "‡": r"$^{\ddagger}$",
+    "—": "---",
+    "–": "--",
+    "→": r"$\rightarrow$",
+    "Δ": r"$\Delta$",
+    "−": r"$-$",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "·": r"$\cdot$",
 }
 
 
@@ -38,7 +57,9 @@ def table_latex(table: Table) -> str:
     header = table.group_columns if table.groups and table.group_columns else table.columns
     lines = [
         r"% needs \usepackage{booktabs}" + (r" and \usepackage{graphicx}" if ncols > WIDE else ""),
-        r"\begin{table}[htbp]", r"\centering", rf"\caption{{{escape(table.title)}}}",
+        r"\begin{table}[htbp]",
+        r"\centering",
+        rf"\caption{{{escape(table.title)}}}",
         rf"\label{{tab:{table.slug}}}",
     ]
     wide = ncols > WIDE
@@ -48,7 +69,9 @@ def table_latex(table: Table) -> str:
     if table.groups:
         cells, rules, start = [], [], 1
         for label, span in table.groups:
-            cells.append(rf"\multicolumn{{{span}}}{{c}}{{{escape(label)}}}" if span > 1 else escape(label))
+            cells.append(
+                rf"\multicolumn{{{span}}}{{c}}{{{escape(label)}}}" if span > 1 else escape(label)
+            )
             if label and span > 1:
                 rules.append(rf"\cmidrule(lr){{{start}-{start + span - 1}}}")
             start += span
@@ -58,23 +81,31 @@ def table_latex(table: Table) -> str:
     lines += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else "")]
     if table.notes:
         notes = " ".join(escape(n) for n in table.notes)
-        lines += [r"\par\smallskip", rf"\begin{{minipage}}{{\linewidth}}\footnotesize {notes}\end{{minipage}}"]
+        lines += [
+            r"\par\smallskip",
+            rf"\begin{{minipage}}{{\linewidth}}\footnotesize {notes}\end{{minipage}}",
+        ]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
 def report_latex(report: Report) -> str:
     parts = [
-        r"\documentclass[10pt]{article}", r"\usepackage[T1]{fontenc}", r"\usepackage[utf8]{inputenc}",
-        r"\usepackage{booktabs}", r"\usepackage{graphicx}", r"\usepackage[margin=1.5cm]{geometry}",
-        r"\begin{document}", rf"\section*{{{escape(report.title)}}}",
+        r"\documentclass[10pt]{article}",
+        r"\usepackage[T1]{fontenc}",
+        r"\usepackage[utf8]{inputenc}",
+        r"\usepackage{booktabs}",
+        r"\usepackage{graphicx}",
+        r"\usepackage[margin=1.5cm]{geometry}",
+        r"\begin{document}",
+        rf"\section*{{{escape(report.title)}}}",
     ]
     for section in report.sections:
         tables = [b for b in section.blocks if isinstance(b, Table)]
         if tables:
             parts.append(rf"\subsection*{{{escape(section.title)}}}")
             for start in range(0, len(tables), FLUSH):  # LaTeX holds at most 18 pending floats
-                parts += [table_latex(t) for t in tables[start:start + FLUSH]]
+                parts += [table_latex(t) for t in tables[start : start + FLUSH]]
                 parts.append(r"\clearpage")
     parts.append(r"\end{document}")
     return "\n".join(parts) + "\n"

@@ -23,7 +23,14 @@ def _numeric(table: Table, index: int) -> bool:
 def table_markdown(table: Table, level: int = 3) -> str:
     lines = [f"{'#' * level} {table.title}", ""]
     lines.append("| " + " | ".join(c.replace("|", "\\|") for c in table.columns) + " |")
-    lines.append("|" + "|".join(":---" if i == 0 or not _numeric(table, i) else "---:" for i in range(len(table.columns))) + "|")
+    lines.append(
+        "|"
+        + "|".join(
+            ":---" if i == 0 or not _numeric(table, i) else "---:"
+            for i in range(len(table.columns))
+        )
+        + "|"
+    )
     lines += ["| " + " | ".join(cell_markdown(c) for c in row) + " |" for row in table.rows]
     lines.append("")
     lines += [f"_{note}_  " for note in table.notes]
@@ -35,7 +42,9 @@ def block_markdown(block) -> str:
         return table_markdown(block)
     if isinstance(block, Figure):
         image = block.files[0] if block.files else ""
-        return f"### {block.title}\n\n![{block.title}]({image})\n\n{block.caption}\n".rstrip() + "\n"
+        return (
+            f"### {block.title}\n\n![{block.title}]({image})\n\n{block.caption}\n".rstrip() + "\n"
+        )
     if isinstance(block, Note):
         return block.text + "\n"
     if isinstance(block, Code):

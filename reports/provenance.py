@@ -35,13 +35,16 @@ def run_record(run: Run) -> dict:
     get = lambda column: rows[column].unique() if column in rows else []
     pretrain = config.get("pretrain", {})
     return {
-        "run": str(run.path), "dataset": run.meta.get("dataset", _join(get("dataset"))), "data root": data_root(run),
+        "run": str(run.path),
+        "dataset": run.meta.get("dataset", _join(get("dataset"))),
+        "data root": data_root(run),
         "pretrained in": pretrain.get("from_run") or "this run",
         "split hash": _join([run.meta.get("split_hash"), *get("split_hash")]),
         "seeds": _join([*config.get("run", {}).get("seeds", []), *get("seed")]),
         "preset": _join([config.get("preset") if config else None, *get("preset")]),
         "config hash": _join([config_hash(config) if config else None, *get("config_hash")]),
-        "code version": _join(get("code_version")), "result rows": str(len(rows)),
+        "code version": _join(get("code_version")),
+        "result rows": str(len(rows)),
     }
 
 
@@ -56,38 +59,82 @@ def versions_table(runs: list[Run]) -> Table | None:
     if not records:
         return None
     frame = pd.DataFrame(records).drop_duplicates().fillna(MISSING)
-    return frame_table(frame.astype(str), "provenance-versions", "Library versions recorded with the results")
+    return frame_table(
+        frame.astype(str), "provenance-versions", "Library versions recorded with the results"
+    )
 
 
 def durations_table(runs: list[Run]) -> Table | None:
-    frames = [run.timings.assign(run=run.path.name) for run in runs if not run.timings.empty and "seconds" in run.timings]
+    frames = [
+        run.timings.assign(run=run.path.name)
+        for run in runs
+        if not run.timings.empty and "seconds" in run.timings
+    ]
     if not frames:
         return None
     timings = pd.concat(frames, ignore_index=True)
     keys = [k for k in ("run", "phase", "method", "mode", "n") if k in timings]
-    table = timings.groupby(keys, dropna=False)["seconds"].agg(units="count", seconds="sum").reset_index()
-    return frame_table(table, "provenance-durations", "Recorded durations (timings.jsonl), summed per step",
-                       notes=[f"Total: {timings['seconds'].sum():.1f} s over {len(timings)} recorded steps."])
+    table = (
+        timings.groupby(keys, dropna=False)["seconds"]
+        .agg(units="count", seconds="sum")
+        .reset_index()
+    )
+    return frame_table(
+        table,
+        "provenance-durations",
+        "Recorded durations (timings.jsonl), summed per step",
+        notes=[f"Total: {timings['seconds'].sum():.1f} s over {len(timings)} recorded steps."],
+    )
 
 
 def provenance_blocks(runs: list[Run], hardware: dict, code_version: str) -> list:
-    blocks: list = [frame_table(pd.DataFrame([run_record(r) for r in runs]), "provenance-runs", "Run folders")]
+    blocks: list = [
+        frame_table(pd.DataFrame([run_record(r) for r in runs]), "provenance-runs", "Run folders")
+    ]
     versions = versions_table(runs)
     blocks.append(versions or Note("No library versions recorded (no result rows)."))
-    recorded = [{"run": r.path.name, **r.meta["hardware"]} for r in runs if isinstance(r.meta.get("hardware"), dict)]
-    for name, profile in ((f"{r.path.name}/{k}", v) for r in runs for k, v in r.profile_json.items()):
+    recorded = [
+        {"run": r.path.name, **r.meta["hardware"]}
+        for r in runs
+        if isinstance(r.meta.get("hardware"), dict)
+    ]
+    for name, profile in (
+        (f"{r.path.name}/{k}", v) for r in runs for k, v in r.profile_json.items()
+    ):
         if isinstance(profile, dict) and isinstance(profile.get("device"), (str, dict)):
             device = profile["device"]
-            recorded.append({"run": name, **(device if isinstance(device, dict) else {"device": device})})
+            recorded.append(
+                {"run": name, **(device if isinstance(device, dict) else {"device": device})}
+            )
     if recorded:
-        blocks.append(frame_table(pd.DataFrame(recorded).astype(str), "provenance-hardware-runs", "Hardware recorded by the runs"))
+        blocks.append(
+            frame_table(
+                pd.DataFrame(recorded).astype(str),
+                "provenance-hardware-runs",
+                "Hardware recorded by the runs",
+            )
+        )
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    machine = {"report generated": now, "report code version": code_version, **{k: str(v) for k, v in hardware.items()}}
-    blocks.append(frame_table(pd.DataFrame([machine]), "provenance-hardware", "This machine (where the report was made)"))
+    machine = {
+        "report generated": now,
+        "report code version": code_version,
+        **{k: str(v) for k, v in hardware.items()},
+    }
+    blocks.append(
+        frame_table(
+            pd.DataFrame([machine]),
+            "provenance-hardware",
+            "This machine (where the report was made)",
+        )
+    )
     durations = durations_table(runs)
     blocks.append(durations or Note("No durations recorded (no timings.jsonl in the run folders)."))
     for run in runs:
         if run.config is not None:
-            blocks.append(Code(f"Configuration of {run.path} (config hash {config_hash(run.config)})",
-                               yaml.safe_dump(run.config, sort_keys=True)))
+            blocks.append(
+                Code(
+                    f"Configuration of {run.path} (config hash {config_hash(run.config)})",
+                    yaml.safe_dump(run.config, sort_keys=True),
+                )
+            )
     return blocks

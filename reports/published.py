@@ -23,8 +23,13 @@ PAPER_PRESET = "paper"
 PAPER_CLIENTS = 10
 # Printed name -> registry name; FedCA has no counterpart here.
 METHOD_OF = {
-    "Random init": "random", "Local CL": "local_cl", "FedRotation": "fedrotation",
-    "FedSimCLR": "simclr", "FedSwAV": "swav", "FedCA": None, "FCL": "fcl",
+    "Random init": "random",
+    "Local CL": "local_cl",
+    "FedRotation": "fedrotation",
+    "FedSimCLR": "simclr",
+    "FedSwAV": "swav",
+    "FedCA": None,
+    "FCL": "fcl",
 }
 FCL_TITLES = {
     "table1_local_finetune": "Table 1, ACDC, local fine-tuning",
@@ -46,7 +51,9 @@ def matching_table(experiment: Experiment) -> str | None:
     if experiment.preset != PAPER_PRESET:
         return None
     if experiment.dataset == "acdc" and not experiment.transfer:
-        return {"local": "table1_local_finetune", "federated": "table2_federated_finetune"}.get(experiment.mode)
+        return {"local": "table1_local_finetune", "federated": "table2_federated_finetune"}.get(
+            experiment.mode
+        )
     if experiment.dataset == "hvsmr" and experiment.pretrain_dataset == "acdc":
         return "transfer_acdc_to_hvsmr"
     return None
@@ -56,7 +63,12 @@ def fcl_table(name: str) -> pd.DataFrame:
     """Rows of one published table: method (printed), registry method, n, mean, std."""
     frame = fcl_numbers()
     frame = frame[frame["experiment"] == name]
-    return pd.DataFrame({
-        "printed": frame["method"], "method": [METHOD_OF.get(m) for m in frame["method"]],
-        "n": frame["labeled_patients"].astype(int), "mean": frame["dice_mean"], "std": frame["dice_std"],
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "printed": frame["method"],
+            "method": [METHOD_OF.get(m) for m in frame["method"]],
+            "n": frame["labeled_patients"].astype(int),
+            "mean": frame["dice_mean"],
+            "std": frame["dice_std"],
+        }
+    ).reset_index(drop=True)

@@ -66,7 +66,11 @@ def load_model(config: dict, path: Path, num_classes: int) -> torch.nn.Module:
 
 @torch.no_grad()
 def predict_slice(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-    return model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]).argmax(1)[0].numpy()
+    return (
+        model(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None])
+        .argmax(1)[0]
+        .numpy()
+    )
 
 
 def slice_dice(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> float:
@@ -94,22 +98,31 @@ def grid(config: dict, bundle, models: dict[str, Path], title: str, n_slices: in
         for col, method in enumerate(methods, start=2):
             prediction = predict_slice(nets[method], image)
             label_overlay(axes[row, col], image, prediction, colours)
-            axes[row, col].set_xlabel(f"Dice {slice_dice(prediction, label, bundle.num_classes):.2f}", fontsize=7)
+            axes[row, col].set_xlabel(
+                f"Dice {slice_dice(prediction, label, bundle.num_classes):.2f}", fontsize=7
+            )
         if row == 0:
             for col, name in enumerate(["image", "ground truth", *methods]):
                 axes[row, col].set_title(name, fontsize=8)
-    legend = ", ".join(f"{name}: {['red', 'blue', 'green', 'purple'][i % 4]}" for i, name in enumerate(bundle.class_names))
+    legend = ", ".join(
+        f"{name}: {['red', 'blue', 'green', 'purple'][i % 4]}"
+        for i, name in enumerate(bundle.class_names)
+    )
     figure.suptitle(f"{title}\n({legend})", fontsize=9)
     return figure
 
 
-def qualitative_figures(run_dir: Path, bundle=None, n_slices: int = 3,
-                        name: str | None = None) -> tuple[list[tuple[str, str, MplFigure]], str | None]:
+def qualitative_figures(
+    run_dir: Path, bundle=None, n_slices: int = 3, name: str | None = None
+) -> tuple[list[tuple[str, str, MplFigure]], str | None]:
     """[(slug, title, figure)] for each (mode, N) with saved models, or a note saying why none."""
     run_dir = Path(run_dir)
     models = find_models(run_dir)
     if not models:
-        return [], f"{run_dir}: no fine-tuned models saved (models/ is absent or empty); no qualitative figure."
+        return (
+            [],
+            f"{run_dir}: no fine-tuned models saved (models/ is absent or empty); no qualitative figure.",
+        )
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     if bundle is None:
         from bench.data import prepare_data

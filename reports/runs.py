@@ -14,8 +14,20 @@ from bench.results import ROW_COLUMNS, ResultStore
 
 # A row is identified by these columns; two run folders holding the same key hold a copy.
 ROW_KEY = [
-    "method", "pretrain_setting", "pretrain_dataset", "finetune_mode", "dataset", "n_labeled", "fold",
-    "client", "patient", "phase", "class_name", "seed", "split_hash", "config_hash",
+    "method",
+    "pretrain_setting",
+    "pretrain_dataset",
+    "finetune_mode",
+    "dataset",
+    "n_labeled",
+    "fold",
+    "client",
+    "patient",
+    "phase",
+    "class_name",
+    "seed",
+    "split_hash",
+    "config_hash",
 ]
 NO_PRESET = "default"
 
@@ -83,8 +95,18 @@ def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
         rows[column] = pd.to_numeric(rows[column]).astype("int64")
     rows["dice"] = pd.to_numeric(rows["dice"], errors="coerce").astype(float)
     rows["preset"] = rows["preset"].fillna(NO_PRESET).astype(str)
-    for column in ("method", "pretrain_setting", "pretrain_dataset", "finetune_mode", "dataset",
-                   "patient", "phase", "class_name", "split_hash", "config_hash"):
+    for column in (
+        "method",
+        "pretrain_setting",
+        "pretrain_dataset",
+        "finetune_mode",
+        "dataset",
+        "patient",
+        "phase",
+        "class_name",
+        "split_hash",
+        "config_hash",
+    ):
         rows[column] = rows[column].astype(str)
     return rows
 
@@ -100,9 +122,14 @@ def load_run(path: str | Path) -> Run:
     losses = _read_csvs(path / "pretrain_loss")
     loss_frame = pd.concat(losses.values(), ignore_index=True) if losses else pd.DataFrame()
     return Run(
-        path=path, config=_yaml(path / "config.yaml"), meta=_yaml(path / "run.yaml") or {},
-        rows=rows, losses=loss_frame, profiles=_read_csvs(path / "profile"),
-        profile_json=_read_jsons(path / "profile"), timings=_read_timings(path / "timings.jsonl"),
+        path=path,
+        config=_yaml(path / "config.yaml"),
+        meta=_yaml(path / "run.yaml") or {},
+        rows=rows,
+        losses=loss_frame,
+        profiles=_read_csvs(path / "profile"),
+        profile_json=_read_jsons(path / "profile"),
+        timings=_read_timings(path / "timings.jsonl"),
         models=sorted((path / "models").glob("*.pt")) if (path / "models").is_dir() else [],
     )
 
@@ -127,7 +154,9 @@ def load_runs(paths) -> tuple[list[Run], pd.DataFrame, list[str]]:
     rows = pd.concat(frames, ignore_index=True)
     copies = rows.duplicated(subset=ROW_KEY, keep="first")
     if copies.any():
-        notes.append(f"{int(copies.sum())} result rows appear in more than one run folder; the first copy is used.")
+        notes.append(
+            f"{int(copies.sum())} result rows appear in more than one run folder; the first copy is used."
+        )
         rows = rows[~copies].reset_index(drop=True)
     return runs, rows, notes
 
@@ -142,10 +171,14 @@ def planned(run: Run) -> Planned | None:
     else:
         source = (config.get("pretrain") or {}).get("from_run")
         source_meta = _yaml(Path(source) / "run.yaml") if source else None
-        pretrain_dataset = (source_meta or {}).get("dataset", meta["dataset"]) if source else meta["dataset"]
+        pretrain_dataset = (
+            (source_meta or {}).get("dataset", meta["dataset"]) if source else meta["dataset"]
+        )
     return Planned(
-        dataset=str(meta["dataset"]), pretrain_dataset=str(pretrain_dataset),
-        preset=str(config.get("preset") or NO_PRESET), split_hash=str(meta["split_hash"]),
+        dataset=str(meta["dataset"]),
+        pretrain_dataset=str(pretrain_dataset),
+        preset=str(config.get("preset") or NO_PRESET),
+        split_hash=str(meta["split_hash"]),
         modes=tuple((config.get("finetune") or {}).get("modes", ())),
         n_values=tuple(int(n) for n in (config.get("split") or {}).get("n_values", ())),
         methods=tuple(meta.get("methods") or ()),

@@ -43,10 +43,14 @@ def paired_test(a: pd.Series, b: pd.Series) -> TestResult:
     if np.allclose(diff, 0.0, atol=1e-12):
         return TestResult(1.0, "identical", n)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # ties and zeros: scipy's normal approximation
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # ties and zeros: scipy's normal approximation
         try:
             if n >= MIN_WILCOXON:
-                return TestResult(float(stats.wilcoxon(joined["a"], joined["b"]).pvalue), "wilcoxon", n)
+                return TestResult(
+                    float(stats.wilcoxon(joined["a"], joined["b"]).pvalue), "wilcoxon", n
+                )
             if np.allclose(diff, diff[0], atol=1e-12):
                 return TestResult(math.nan, "n/a", n)  # constant non-zero differences: t undefined
             return TestResult(float(stats.ttest_rel(joined["a"], joined["b"]).pvalue), "t-test", n)
@@ -54,7 +58,9 @@ def paired_test(a: pd.Series, b: pd.Series) -> TestResult:
             return TestResult(math.nan, "n/a", n)
 
 
-def bootstrap_ci(values, level: float = 0.95, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[float, float]:
+def bootstrap_ci(
+    values, level: float = 0.95, n_boot: int = N_BOOT, seed: int = BOOT_SEED
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean over clients (resampled with replacement)."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]

@@ -38,8 +38,11 @@ TINY_PRETRAINING = {
 
 
 def spec_for(root: Path, name: str, method: str, rounds: int, engine: str = "inprocess") -> dict:
-    config = {**TINY_PRETRAINING, "pretrain": {**TINY_PRETRAINING["pretrain"], "rounds": rounds},
-              "run": {**TINY_PRETRAINING["run"], "engine": engine, "flower": {"workers": SITES}}}
+    config = {
+        **TINY_PRETRAINING,
+        "pretrain": {**TINY_PRETRAINING["pretrain"], "rounds": rounds},
+        "run": {**TINY_PRETRAINING["run"], "engine": engine, "flower": {"workers": SITES}},
+    }
     return synthetic_spec(root / name, method, clients=SITES, volumes_per_client=6, config=config)
 
 
@@ -50,7 +53,9 @@ def time_local(root: Path, method: str, rounds: int, engine: str) -> float:
     return time.perf_counter() - start
 
 
-def time_deployment(root: Path, method: str, round_counts: list[int]) -> tuple[dict[int, float], float]:
+def time_deployment(
+    root: Path, method: str, round_counts: list[int]
+) -> tuple[dict[int, float], float]:
     start = time.perf_counter()
     with LocalFederation(root / "federation") as fed:
         fed.start_superlink()
@@ -64,7 +69,9 @@ def time_deployment(root: Path, method: str, round_counts: list[int]) -> tuple[d
             begin = time.perf_counter()
             status = fed.wait_run(fed.submit(app, job), timeout=1800)
             if status != "finished:completed":
-                raise RuntimeError(f"deployment run with {rounds} rounds ended {status}:\n{fed.log('superlink')[-3000:]}")
+                raise RuntimeError(
+                    f"deployment run with {rounds} rounds ended {status}:\n{fed.log('superlink')[-3000:]}"
+                )
             times[rounds] = time.perf_counter() - begin
     return times, startup
 
@@ -92,16 +99,28 @@ def main() -> None:
             extra = {"federation_start_s": startup}
         else:
             extra = {"warm_up_s": time_local(root / f"{engine}-warm-up", args.method, 1, engine)}
-            times = {rounds: time_local(root / engine, args.method, rounds, engine) for rounds in counts}
+            times = {
+                rounds: time_local(root / engine, args.method, rounds, engine) for rounds in counts
+            }
             if engine == "flower":
                 simulation.shutdown_ray()
         round_s, outside_s = per_round(times)
-        report[engine] = {"run_s": times, "per_round_s": round_s, "outside_rounds_s": outside_s, **extra}
-        print(f"{engine}: {round_s:.2f} s per round, {outside_s:.1f} s outside the rounds "
-              f"(runs: {', '.join(f'{r} rounds {t:.1f} s' for r, t in times.items())})"
-              + "".join(f"; {key} {value:.1f}" for key, value in extra.items()), flush=True)
+        report[engine] = {
+            "run_s": times,
+            "per_round_s": round_s,
+            "outside_rounds_s": outside_s,
+            **extra,
+        }
+        print(
+            f"{engine}: {round_s:.2f} s per round, {outside_s:.1f} s outside the rounds "
+            f"(runs: {', '.join(f'{r} rounds {t:.1f} s' for r, t in times.items())})"
+            + "".join(f"; {key} {value:.1f}" for key, value in extra.items()),
+            flush=True,
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps({"method": args.method, "clients": SITES, **report}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"method": args.method, "clients": SITES, **report}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def test_the_guides_example_registers_and_trains(tmp_path, monkeypatch):
     config = load_config("tiny", ["pretrain.rounds=2", "pretrain.local_steps=3"])
     rng = np.random.default_rng(0)
     volumes = [[rng.random((6, 64, 64), dtype=np.float32) for _ in range(2)] for _ in range(2)]
-    task = PretrainTask(config=config, method="denoise_example", seed=0, work_dir=tmp_path, client_volumes=volumes)
+    task = PretrainTask(
+        config=config, method="denoise_example", seed=0, work_dir=tmp_path, client_volumes=volumes
+    )
     final = run_in_process(task)
     losses = [m["loss_mean"] for entry in final["history"] for m in entry["train"].values()]
     assert len(losses) == 4 and all(np.isfinite(losses))

@@ -31,9 +31,9 @@ def test_size_must_suit_the_unet_depth():
 
 def test_override_values_are_yaml():
     assert parse_override("split.n_values=[1, 8]") == {"split": {"n_values": [1, 8]}}
-    assert load_config("tiny", ["pretrain.methods={fcl: {temperature: 0.2}}"])["pretrain"]["methods"] == {
-        "fcl": {"temperature": 0.2}
-    }
+    assert load_config("tiny", ["pretrain.methods={fcl: {temperature: 0.2}}"])["pretrain"][
+        "methods"
+    ] == {"fcl": {"temperature": 0.2}}
 
 
 def test_hash_follows_content():

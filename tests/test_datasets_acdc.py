@@ -23,9 +23,21 @@ def save_acdc(path: Path, data_xyz: np.ndarray, zooms) -> Path:
     return path
 
 
-def write_patient(base: Path, subset: str, num: int, *, ed=1, es=9, group="NOR", nb=20,
-                  dtype=np.int16, labels=True, cine=False, shape=(40, 30, 5),
-                  zooms=(1.5, 1.5, 10.0)) -> Path:
+def write_patient(
+    base: Path,
+    subset: str,
+    num: int,
+    *,
+    ed=1,
+    es=9,
+    group="NOR",
+    nb=20,
+    dtype=np.int16,
+    labels=True,
+    cine=False,
+    shape=(40, 30, 5),
+    zooms=(1.5, 1.5, 10.0),
+) -> Path:
     pid = f"patient{num:03d}"
     folder = base / "database" / subset / pid
     folder.mkdir(parents=True)
@@ -40,8 +52,11 @@ def write_patient(base: Path, subset: str, num: int, *, ed=1, es=9, group="NOR",
             label = rng.integers(0, 4, shape).astype(np.uint8)
             save_acdc(folder / f"{pid}_frame{frame:02d}_gt.nii.gz", label, zooms)
     if cine:
-        save_acdc(folder / f"{pid}_4d.nii.gz", rng.random(shape + (nb,)).astype(np.float32),
-                  zooms + (1.0,))
+        save_acdc(
+            folder / f"{pid}_4d.nii.gz",
+            rng.random(shape + (nb,)).astype(np.float32),
+            zooms + (1.0,),
+        )
     return folder
 
 
@@ -49,16 +64,21 @@ def test_parse_info_types(tmp_path):
     cfg = tmp_path / "Info.cfg"
     cfg.write_text("ED: 4\nES: 12\nGroup: MINF\nHeight: 184.0\nNbFrame: 30\nWeight: 95.0\n")
     info = parse_info(cfg)
-    assert info == {"ED": 4, "ES": 12, "Group": "MINF", "Height": 184.0, "NbFrame": 30,
-                    "Weight": 95.0}
+    assert info == {
+        "ED": 4,
+        "ES": 12,
+        "Group": "MINF",
+        "Height": 184.0,
+        "NbFrame": 30,
+        "Weight": 95.0,
+    }
     assert isinstance(info["ED"], int) and isinstance(info["Weight"], float)
 
 
 def test_reader_real_layout_with_quirks(tmp_path):
     write_patient(tmp_path, "training", 1, ed=4, es=12, group="DCM", dtype=np.int16, cine=True)
     write_patient(tmp_path, "training", 2, ed=1, es=10, group="RV", dtype=np.uint8)
-    write_patient(tmp_path, "testing", 101, ed=1, es=8, group=None, dtype=np.float32,
-                  labels=False)
+    write_patient(tmp_path, "testing", 101, ed=1, es=8, group=None, dtype=np.float32, labels=False)
     for root in (tmp_path, tmp_path / "database"):
         assert detect_layout(root) == "acdc"
         records = read_acdc(root)
@@ -76,8 +96,9 @@ def test_reader_real_layout_with_quirks(tmp_path):
 
 
 def test_spacing_from_pixdim_and_axis_order(tmp_path):
-    folder = write_patient(tmp_path, "training", 1, ed=4, es=12, shape=(40, 30, 5),
-                           zooms=(1.25, 1.25, 8.0))
+    folder = write_patient(
+        tmp_path, "training", 1, ed=4, es=12, shape=(40, 30, 5), zooms=(1.25, 1.25, 8.0)
+    )
     path = folder / "patient001_frame04.nii.gz"
     img = nib.load(str(path))
     assert np.allclose(np.abs(np.diag(img.affine))[:3], 1.0)  # the affine carries no spacing
@@ -87,8 +108,9 @@ def test_spacing_from_pixdim_and_axis_order(tmp_path):
     assert spacing == pytest.approx((8.0, 1.25, 1.25))
     raw = np.asanyarray(img.dataobj)
     assert array[2, 7, 3] == raw[3, 7, 2]
-    image, label, spacing = load_pair(path, folder / "patient001_frame04_gt.nii.gz",
-                                      LABEL_VALUES["acdc"])
+    image, label, spacing = load_pair(
+        path, folder / "patient001_frame04_gt.nii.gz", LABEL_VALUES["acdc"]
+    )
     assert label.dtype == np.uint8 and label.shape == image.shape
     assert set(np.unique(label)) <= {0, 1, 2, 3}
 
@@ -98,5 +120,8 @@ def test_varying_dtypes_load_as_float32(tmp_path):
         write_patient(tmp_path, "training", num, dtype=dtype)
     for r in read_acdc(tmp_path):
         assert nib.load(str(r.frames[0].image_path)).get_data_dtype() in (
-            np.dtype(np.int16), np.dtype(np.uint8), np.dtype(np.float32))
+            np.dtype(np.int16),
+            np.dtype(np.uint8),
+            np.dtype(np.float32),
+        )
         assert load_image(r.frames[0].image_path)[0].dtype == np.float32

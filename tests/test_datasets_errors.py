@@ -66,14 +66,17 @@ def test_missing_frame_file(tmp_path):
     raises_naming(folder / "patient001_frame02.nii.gz", read_acdc, tmp_path, match="ED frame")
 
 
-@pytest.mark.parametrize("text, match", [
-    ("ED: one\nES: 5\nGroup: NOR\n", "not an integer"),
-    ("ED: 1\nES: 5\nGroup: XYZ\n", "unknown Group"),
-    ("ED: 1\nES: 5\nGroup: NOR\nHeight: tall\n", "not a number"),
-    ("ED 1\nES: 5\n", "not 'Key: value'"),
-    ("ES: 5\nGroup: NOR\n", "no ED"),
-    ("ED: 1\nES: 12\nNbFrame: 10\n", "outside"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("ED: one\nES: 5\nGroup: NOR\n", "not an integer"),
+        ("ED: 1\nES: 5\nGroup: XYZ\n", "unknown Group"),
+        ("ED: 1\nES: 5\nGroup: NOR\nHeight: tall\n", "not a number"),
+        ("ED 1\nES: 5\n", "not 'Key: value'"),
+        ("ES: 5\nGroup: NOR\n", "no ED"),
+        ("ED: 1\nES: 12\nNbFrame: 10\n", "outside"),
+    ],
+)
 def test_bad_info_cfg(tmp_path, text, match):
     cfg = tmp_path / "Info.cfg"
     cfg.write_text(text)
@@ -83,11 +86,13 @@ def test_bad_info_cfg(tmp_path, text, match):
 def test_truncated_and_corrupt_gzip(tmp_path):
     good = save(tmp_path / "good.nii.gz", np.random.rand(20, 20, 4).astype(np.float32))
     raw = good.read_bytes()
-    for name, data in [("half.nii.gz", raw[: len(raw) // 2]),
-                       ("tail.nii.gz", raw[:-4]),  # only the gzip trailer missing
-                       ("short.nii.gz", gzip.compress(gzip.decompress(raw)[:600])),
-                       ("junk.nii.gz", b"not a nifti at all" * 40),
-                       ("empty.nii.gz", b"")]:
+    for name, data in [
+        ("half.nii.gz", raw[: len(raw) // 2]),
+        ("tail.nii.gz", raw[:-4]),  # only the gzip trailer missing
+        ("short.nii.gz", gzip.compress(gzip.decompress(raw)[:600])),
+        ("junk.nii.gz", b"not a nifti at all" * 40),
+        ("empty.nii.gz", b""),
+    ]:
         path = tmp_path / name
         path.write_bytes(data)
         raises_naming(path, load_image, path)
@@ -124,16 +129,19 @@ def test_label_out_of_range(tmp_path):
     path = save(tmp_path / "lab.nii.gz", data)
     raises_naming(path, load_image, path, label_values=ACDC, match="4")
     data[0, 0, 0] = 3
-    raises_naming(save(path, data), load_image, path, label_values=LABEL_VALUES["hvsmr"],
-                  match="3")
+    raises_naming(save(path, data), load_image, path, label_values=LABEL_VALUES["hvsmr"], match="3")
     half = save(path, np.full((8, 8, 3), 1.5, np.float32))
     raises_naming(half, load_image, half, label_values=ACDC, match="non-integer")
 
 
 def test_hvsmr_missing_label(tmp_path):
     save(tmp_path / "training_axial_crop_pat0.nii.gz", np.zeros((8, 8, 8), np.float64))
-    raises_naming(tmp_path / "training_axial_crop_pat0-label.nii.gz", read_hvsmr, tmp_path,
-                  match="missing label")
+    raises_naming(
+        tmp_path / "training_axial_crop_pat0-label.nii.gz",
+        read_hvsmr,
+        tmp_path,
+        match="missing label",
+    )
 
 
 def test_check_collects_problems_and_cli_returns_2(tmp_path, capsys):

@@ -20,8 +20,15 @@ SMALL = PreprocessSettings(spacing_mm=2.0, size=48)
 
 @pytest.fixture(scope="module")
 def acdc(tmp_path_factory):
-    root = write_synthetic(tmp_path_factory.mktemp("acdc"), "acdc", n_train=3, n_test=1, seed=3,
-                           cine=True, cine_frames=(4, 5))
+    root = write_synthetic(
+        tmp_path_factory.mktemp("acdc"),
+        "acdc",
+        n_train=3,
+        n_test=1,
+        seed=3,
+        cine=True,
+        cine_frames=(4, 5),
+    )
     return read_acdc(root)
 
 
@@ -47,13 +54,18 @@ def test_minmax_and_zscore():
     rng = np.random.default_rng(0)
     image = rng.normal(100, 20, (4, 30, 40)).astype(np.float32)
     out, _, spacing, rshape, offset = preprocess_frame(
-        image, None, (8.0, 1.0, 1.0), PreprocessSettings(spacing_mm=2.0, size=32))
+        image, None, (8.0, 1.0, 1.0), PreprocessSettings(spacing_mm=2.0, size=32)
+    )
     assert rshape == (4, 15, 20) and spacing == pytest.approx((8.0, 2.0, 2.0))
     assert out.shape == (4, 32, 32) and offset == (-8, -6)
     assert out.min() == 0.0 and out.max() == pytest.approx(1.0)
     assert (out[:, 0, :] == 0).all()  # padding takes the minimum
-    z, *_ = preprocess_frame(image, None, (8.0, 1.0, 1.0),
-                             PreprocessSettings(spacing_mm=None, size=None, normalise="zscore"))
+    z, *_ = preprocess_frame(
+        image,
+        None,
+        (8.0, 1.0, 1.0),
+        PreprocessSettings(spacing_mm=None, size=None, normalise="zscore"),
+    )
     assert z.shape == image.shape
     assert abs(float(z.mean())) < 1e-3 and float(z.std()) == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(ValueError):
@@ -64,10 +76,20 @@ def test_restore_native_roundtrip():
     label = np.zeros((3, 30, 50), np.uint8)
     label[:, 10:20, 5:45] = 2
     settings = PreprocessSettings(spacing_mm=None, size=40)  # crop width, pad height
-    _, lab, spacing, rshape, offset = preprocess_frame(label.astype(np.float32), label,
-                                                       (5.0, 1.0, 1.0), settings)
-    vol = Volume("p", "ED", lab.astype(np.float32), lab, spacing, spacing, label.shape,
-                 resampled_shape=rshape, crop_offset=offset)
+    _, lab, spacing, rshape, offset = preprocess_frame(
+        label.astype(np.float32), label, (5.0, 1.0, 1.0), settings
+    )
+    vol = Volume(
+        "p",
+        "ED",
+        lab.astype(np.float32),
+        lab,
+        spacing,
+        spacing,
+        label.shape,
+        resampled_shape=rshape,
+        crop_offset=offset,
+    )
     back = restore_native(lab, vol)
     assert back.shape == label.shape
     assert (back[:, :, 5:45] == label[:, :, 5:45]).all()
@@ -114,8 +136,9 @@ def test_changed_file_or_setting_is_recomputed(tmp_path):
     nib.save(nib.Nifti1Image(data, img.affine, img.header), str(path))
     after = load_volumes(records, SMALL, cache, progress=False)["patient001"][0]
     assert (before.label == 3).any() and not (after.label == 3).any()
-    resized = load_volumes(records, PreprocessSettings(spacing_mm=2.0, size=40), cache,
-                           progress=False)["patient001"][0]
+    resized = load_volumes(
+        records, PreprocessSettings(spacing_mm=2.0, size=40), cache, progress=False
+    )["patient001"][0]
     assert resized.image.shape[1:] == (40, 40)
     assert len(list(cache.glob("*.npz"))) == n_files + 3
 
@@ -133,15 +156,18 @@ def test_entries_from_other_preprocessing_code_are_not_served(tmp_path, monkeypa
 
 
 def test_process_pool_matches_serial(tmp_path):
-    root = write_synthetic(tmp_path / "data", "hvsmr", n_train=3, n_test=0, seed=1,
-                           size_range=(24, 32))
+    root = write_synthetic(
+        tmp_path / "data", "hvsmr", n_train=3, n_test=0, seed=1, size_range=(24, 32)
+    )
     from bench.datasets.hvsmr import read_hvsmr
 
     records = read_hvsmr(root)
-    serial = load_volumes(records, SMALL, tmp_path / "a", phases=("volume",), progress=False,
-                          workers=1)
-    pooled = load_volumes(records, SMALL, tmp_path / "b", phases=("volume",), progress=False,
-                          workers=2)
+    serial = load_volumes(
+        records, SMALL, tmp_path / "a", phases=("volume",), progress=False, workers=1
+    )
+    pooled = load_volumes(
+        records, SMALL, tmp_path / "b", phases=("volume",), progress=False, workers=2
+    )
     for pid in serial:
         assert np.array_equal(serial[pid][0].image, pooled[pid][0].image)
         assert np.array_equal(serial[pid][0].label, pooled[pid][0].label)

@@ -17,7 +17,9 @@ GROUPS = ["DCM", "HCM", "MINF", "NOR", "RV"]
 
 def acdc_like(n_train=100, n_test=50, test_labels=True):
     def rec(i, subset, group, labeled):
-        frame = FrameRecord("ED", Path(f"p{i}.nii.gz"), Path(f"p{i}_gt.nii.gz") if labeled else None)
+        frame = FrameRecord(
+            "ED", Path(f"p{i}.nii.gz"), Path(f"p{i}_gt.nii.gz") if labeled else None
+        )
         return PatientRecord(f"patient{i:03d}", subset, group, [frame])
 
     train = [rec(i + 1, "training", GROUPS[i * 5 // n_train], True) for i in range(n_train)]
@@ -43,8 +45,14 @@ def check_invariants(split, records):
 @pytest.mark.parametrize("scheme", ["iid", "group", "dirichlet"])
 def test_deterministic_and_complete(scheme):
     records = acdc_like()
-    kw = {"clients": 5 if scheme == "dirichlet" else 10, "scheme": scheme, "alpha": 1.0,
-              "n_values": (1, 2, 4), "folds": 5, "seed": 3}
+    kw = {
+        "clients": 5 if scheme == "dirichlet" else 10,
+        "scheme": scheme,
+        "alpha": 1.0,
+        "n_values": (1, 2, 4),
+        "folds": 5,
+        "seed": 3,
+    }
     a, b = make_split(records, **kw), make_split(records, **kw)
     assert a.to_json() == b.to_json() and a.hash == b.hash and len(a.hash) == 16
     assert make_split(records, **{**kw, "seed": 4}).hash != a.hash
@@ -86,8 +94,9 @@ def test_holdout_excluded_from_pretrain_and_labeled():
 
 
 def test_fixed_test_ids():
-    split = make_split(acdc_like(n_test=0), clients=1, test_ids=CHAITANYA_TEST_IDS,
-                       n_values=(1, 2, 8))
+    split = make_split(
+        acdc_like(n_test=0), clients=1, test_ids=CHAITANYA_TEST_IDS, n_values=(1, 2, 8)
+    )
     assert split.test_patients() == sorted(CHAITANYA_TEST_IDS) and len(CHAITANYA_TEST_IDS) == 20
     assert not set(CHAITANYA_TEST_IDS) & set(split.clients[0].pretrain)
 
@@ -118,16 +127,49 @@ def test_save_load_roundtrip_and_tamper(tmp_path):
 
 
 def test_cli_split_prints_hash(tmp_path, capsys):
-    root = write_synthetic(tmp_path / "data", "acdc", n_train=10, n_test=5, seed=0,
-                           size_range=(24, 32), slices_range=(3, 4))
+    root = write_synthetic(
+        tmp_path / "data",
+        "acdc",
+        n_train=10,
+        n_test=5,
+        seed=0,
+        size_range=(24, 32),
+        slices_range=(3, 4),
+    )
     parser = argparse.ArgumentParser()
     add_data_commands(parser.add_subparsers(dest="command"))
     out = tmp_path / "split.json"
-    args = parser.parse_args(["data", "split", "--data", str(root), "--clients", "2",
-                              "--n-values", "1,2", "--folds", "3", "--out", str(out)])
+    args = parser.parse_args(
+        [
+            "data",
+            "split",
+            "--data",
+            str(root),
+            "--clients",
+            "2",
+            "--n-values",
+            "1,2",
+            "--folds",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert args.func(args) == 0
     assert capsys.readouterr().out.strip() == Split.load(out).hash
-    args = parser.parse_args(["data", "split", "--data", str(root), "--clients", "2",
-                              "--n-values", "1,8", "--out", str(out)])
+    args = parser.parse_args(
+        [
+            "data",
+            "split",
+            "--data",
+            str(root),
+            "--clients",
+            "2",
+            "--n-values",
+            "1,8",
+            "--out",
+            str(out),
+        ]
+    )
     assert args.func(args) == 2
     assert "N=8" in capsys.readouterr().err

@@ -21,13 +21,15 @@ def acdc_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hvsmr_root(tmp_path_factory):
-    return write_synthetic(tmp_path_factory.mktemp("hvsmr"), "hvsmr", n_train=3, n_test=2,
-                           size_range=(32, 40))
+    return write_synthetic(
+        tmp_path_factory.mktemp("hvsmr"), "hvsmr", n_train=3, n_test=2, size_range=(32, 40)
+    )
 
 
 def frames(record):
-    return {f.phase: load_pair(f.image_path, f.label_path, LABEL_VALUES["acdc"])
-            for f in record.frames}
+    return {
+        f.phase: load_pair(f.image_path, f.label_path, LABEL_VALUES["acdc"]) for f in record.frames
+    }
 
 
 def test_acdc_layout_read_back(acdc_root):
@@ -83,8 +85,9 @@ def test_anatomy(acdc_root):
 
 
 def test_cine_matches_frames(tmp_path):
-    root = write_synthetic(tmp_path, "acdc", n_train=2, n_test=0, cine=True, cine_frames=(5, 6),
-                           seed=1)
+    root = write_synthetic(
+        tmp_path, "acdc", n_train=2, n_test=0, cine=True, cine_frames=(5, 6), seed=1
+    )
     for r in read_acdc(root):
         cine, spacing = load_image(r.cine_path, expect_3d=False)
         assert cine.shape[0] == r.info["NbFrame"]
@@ -119,12 +122,19 @@ def test_hvsmr_layout_read_back(hvsmr_root):
         assert lab.get_data_dtype() == np.uint16
         img = nib.load(str(r.frames[0].image_path))
         assert np.allclose(np.linalg.norm(img.affine[:3, :3], axis=0), img.header.get_zooms())
-        _image, label, spacing = load_pair(r.frames[0].image_path, r.frames[0].label_path,
-                                          LABEL_VALUES["hvsmr"])
+        _image, label, spacing = load_pair(
+            r.frames[0].image_path, r.frames[0].label_path, LABEL_VALUES["hvsmr"]
+        )
         assert set(np.unique(label)) == {0, 1, 2}
         assert 0.65 <= spacing[0] <= 0.9 and 0.7 <= spacing[1] <= 1.05
-    unlabeled = write_synthetic(hvsmr_root.parent / "u", "hvsmr", n_train=1, n_test=1,
-                                size_range=(24, 26), test_labels=False)
+    unlabeled = write_synthetic(
+        hvsmr_root.parent / "u",
+        "hvsmr",
+        n_train=1,
+        n_test=1,
+        size_range=(24, 26),
+        test_labels=False,
+    )
     assert read_hvsmr(unlabeled)[1].frames[0].label_path is None
 
 
@@ -138,8 +148,21 @@ def test_cli_synth_then_check(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_data_commands(parser.add_subparsers(dest="command"))
     out = tmp_path / "syn"
-    args = parser.parse_args(["data", "synth", "--layout", "hvsmr", "--out", str(out),
-                              "--train", "2", "--test", "1", "--no-progress"])
+    args = parser.parse_args(
+        [
+            "data",
+            "synth",
+            "--layout",
+            "hvsmr",
+            "--out",
+            str(out),
+            "--train",
+            "2",
+            "--test",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 0
     args = parser.parse_args(["data", "check", "--data", str(out), "--no-progress"])
     assert args.func(args) == 0
@@ -151,8 +174,17 @@ def test_cli_preprocess_fills_the_cache_once(tmp_path, capsys, monkeypatch):
     parser = argparse.ArgumentParser()
     add_data_commands(parser.add_subparsers(dest="command"))
     root = write_synthetic(tmp_path / "acdc", "acdc", n_train=3, n_test=1, seed=2)
-    command = ["data", "preprocess", "--data", str(root), "--preset", "tiny", "--set", "data.phases=[ED,ES]",
-               "--no-progress"]
+    command = [
+        "data",
+        "preprocess",
+        "--data",
+        str(root),
+        "--preset",
+        "tiny",
+        "--set",
+        "data.phases=[ED,ES]",
+        "--no-progress",
+    ]
     args = parser.parse_args(command)
     assert args.func(args) == 0
     assert "acdc: 4 patients, 8 volumes (8 entries computed" in capsys.readouterr().out

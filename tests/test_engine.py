@@ -34,9 +34,15 @@ class ToyTask(FederatedTask):
         weights = shared["w"] if self.aggregate or saved is None else saved["w"]
         weights = weights + (client + 1) * (round_index + 1)
         self.save_client_state(client, round_index, {"w": weights})
-        self.seen_payloads[(client, round_index)] = {k: v["from"].tolist() for k, v in payloads.items()}
-        return RoundResult({"w": weights}, num_examples=client + 1, metrics={"loss_first": 0.0, "loss_last": 0.0, "loss_mean": 0.0},
-                           payload={"from": np.array([client, round_index], dtype=np.int64)})
+        self.seen_payloads[(client, round_index)] = {
+            k: v["from"].tolist() for k, v in payloads.items()
+        }
+        return RoundResult(
+            {"w": weights},
+            num_examples=client + 1,
+            metrics={"loss_first": 0.0, "loss_last": 0.0, "loss_mean": 0.0},
+            payload={"from": np.array([client, round_index], dtype=np.int64)},
+        )
 
 
 def expected_fedavg(clients, rounds):
@@ -66,7 +72,9 @@ def test_local_setting_keeps_each_clients_own_weights(tmp_path):
     task = ToyTask(tmp_path, aggregate=False)
     run_in_process(task)
     for client in range(3):
-        assert torch.equal(task.load_client_state(client, 2)["w"], torch.full((4,), (client + 1) * 6.0))
+        assert torch.equal(
+            task.load_client_state(client, 2)["w"], torch.full((4,), (client + 1) * 6.0)
+        )
 
 
 def test_a_failing_client_stops_the_run_with_a_clear_message(tmp_path):

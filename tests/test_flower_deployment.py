@@ -25,8 +25,14 @@ from bench.federated.jobs import write_job
 from bench.federated.testing import build_synthetic_task, synthetic_spec
 from bench.io import torch_load
 
-HAS_SUPERLINK = bool(shutil.which("flower-superlink")) or (Path(sys.executable).parent / "flower-superlink").exists()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAS_SUPERLINK, reason="flower-superlink is not installed")]
+HAS_SUPERLINK = (
+    bool(shutil.which("flower-superlink"))
+    or (Path(sys.executable).parent / "flower-superlink").exists()
+)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAS_SUPERLINK, reason="flower-superlink is not installed"),
+]
 
 SITES = 2
 RUN_TIMEOUT = 900  # seconds; a run takes about a minute on 2 idle cores
@@ -39,7 +45,10 @@ def _spec(root, name, method, **kwargs):
 CLEAN = {"method": "fcl", "config": {"pretrain": {"rounds": 2}}}
 KILLED = {
     "method": "simclr",
-    "config": {"pretrain": {"rounds": 2}, "run": {"min_clients": 1, "flower": {"round_timeout": 300}}},
+    "config": {
+        "pretrain": {"rounds": 2},
+        "run": {"min_clients": 1, "flower": {"round_timeout": 300}},
+    },
 }
 
 
@@ -52,8 +61,13 @@ def federation(tmp_path_factory):
         app = write_app_dir(root / "app")
         jobs = {
             "clean": _spec(root, "clean", CLEAN["method"], config=CLEAN["config"]),
-            "killed": _spec(root, "killed", KILLED["method"], config=KILLED["config"],
-                            faults=[{"client": 1, "round": 1, "action": "exit"}]),
+            "killed": _spec(
+                root,
+                "killed",
+                KILLED["method"],
+                config=KILLED["config"],
+                faults=[{"client": 1, "round": 1, "action": "exit"}],
+            ),
         }
         runs = {}
         for name, spec in jobs.items():
@@ -110,6 +124,11 @@ def test_clientapp_killed_mid_round_is_recorded_and_the_run_goes_on(federation):
     final = _finished(fed, run_id, spec)
     assert [(f["round"], f["partition"]) for f in final["failures"]] == [(2, 1)]
     # A killed client is a client that failed: the same result as one that raised.
-    _, reference = _in_process(root, "killed", KILLED["method"], config=KILLED["config"],
-                               faults=[{"client": 1, "round": 1, "action": "raise"}])
+    _, reference = _in_process(
+        root,
+        "killed",
+        KILLED["method"],
+        config=KILLED["config"],
+        faults=[{"client": 1, "round": 1, "action": "raise"}],
+    )
     assert _same_state(final["state"], reference["state"])

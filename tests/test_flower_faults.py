@@ -29,8 +29,11 @@ def _one_thread():
 
 def _task(tmp_path, name, *, method="simclr", faults=None, min_clients=0, rounds=3):
     spec = synthetic_spec(
-        tmp_path / name, method, clients=CLIENTS,
-        config={"pretrain": {"rounds": rounds}, "run": {"min_clients": min_clients}}, faults=faults,
+        tmp_path / name,
+        method,
+        clients=CLIENTS,
+        config={"pretrain": {"rounds": rounds}, "run": {"min_clients": min_clients}},
+        faults=faults,
     )
     return build_synthetic_task(spec)
 
@@ -40,7 +43,9 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_the_flower_app_folder_matches_deploy_pyproject():
-    assert (Path(__file__).resolve().parents[1] / "deploy" / "pyproject.toml").read_text() == APP_PYPROJECT
+    assert (
+        Path(__file__).resolve().parents[1] / "deploy" / "pyproject.toml"
+    ).read_text() == APP_PYPROJECT
 
 
 def test_min_clients_and_timeout_options_are_validated():
@@ -52,18 +57,27 @@ def test_min_clients_and_timeout_options_are_validated():
 
 
 def test_summaries_take_the_message_out_of_runtime_wrapping():
-    ray_reason = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()"
-                  "\x1b[39m (pid=1)\n  File x\nRuntimeError: boom\n\nException ClientAppException occurred. "
-                  "Message: boom at client 1'>")
+    ray_reason = (
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()"
+        "\x1b[39m (pid=1)\n  File x\nRuntimeError: boom\n\nException ClientAppException occurred. "
+        "Message: boom at client 1'>"
+    )
     assert summarize(ray_reason) == "boom at client 1"
-    assert summarize("ValueError: bad\nTraceback (most recent call last):\n  File y\nValueError: bad") == "ValueError: bad"
+    assert (
+        summarize("ValueError: bad\nTraceback (most recent call last):\n  File y\nValueError: bad")
+        == "ValueError: bad"
+    )
     assert summarize("ClientApp stopped responding.") == "ClientApp stopped responding."
 
 
 def test_raising_client_is_recorded_and_the_others_are_averaged(tmp_path):
-    task = _task(tmp_path, "raise", faults=[{"client": 1, "round": 1, "action": "raise"}], min_clients=2)
+    task = _task(
+        tmp_path, "raise", faults=[{"client": 1, "round": 1, "action": "raise"}], min_clients=2
+    )
     final = run_task(task, task.config["run"])
-    assert [(f["round"], f["stage"], f["partition"]) for f in final["failures"]] == [(2, "train", 1)]
+    assert [(f["round"], f["stage"], f["partition"]) for f in final["failures"]] == [
+        (2, "train", 1)
+    ]
     assert "injected fault" in final["failures"][0]["summary"]
     history = {entry["round"]: sorted(entry["train"]) for entry in final["history"]}
     assert history == {1: [0, 1, 2], 2: [0, 2], 3: [0, 1, 2]}
@@ -75,10 +89,15 @@ def test_raising_client_is_recorded_and_the_others_are_averaged(tmp_path):
 def test_too_few_replies_stop_and_a_restart_resumes_to_the_uninterrupted_result(tmp_path):
     faults = [{"client": 2, "round": 1, "action": "raise"}]
     task = _task(tmp_path, "stop", faults=faults)
-    with pytest.raises(ClientFailure, match=r"round 2: only 2 of 3 clients replied \(minimum 3.*client 2: .*injected"):
+    with pytest.raises(
+        ClientFailure,
+        match=r"round 2: only 2 of 3 clients replied \(minimum 3.*client 2: .*injected",
+    ):
         run_task(task, task.config["run"])
     assert (task.work_dir / "server" / "latest.txt").read_text() == "1"
-    final = run_task(_task(tmp_path, "stop", faults=faults), task.config["run"])  # a new process, say
+    final = run_task(
+        _task(tmp_path, "stop", faults=faults), task.config["run"]
+    )  # a new process, say
     assert [(f["round"], f["partition"]) for f in final["failures"]] == [(2, 2)]
     clean_task = _task(tmp_path, "clean")
     clean = run_task(clean_task, clean_task.config["run"])
@@ -93,7 +112,11 @@ def test_missing_reply_counts_as_a_timeout_failure(tmp_path, monkeypatch):
     def deliver(self, message):
         reply = original(self, message)
         partition = self.contexts[message.metadata.dst_node_id].node_config["partition-id"]
-        if message.metadata.message_type == MessageType.TRAIN and partition == 0 and message.content["config"]["round-index"] == 1:
+        if (
+            message.metadata.message_type == MessageType.TRAIN
+            and partition == 0
+            and message.content["config"]["round-index"] == 1
+        ):
             return None
         return reply
 
@@ -123,13 +146,20 @@ def test_client_state_files_keep_what_a_replay_needs(tmp_path):
     assert task.load_client_state(0, 4)["round"] == 3
     task.save_client_state(0, 5, {"round": 5})
     assert task._saved_rounds(0) == [3, 5]  # round 5 started from 3: kept for a replay of round 5
-    assert task.load_client_state(1, 2) is None  # a client that never completed a round starts afresh
+    assert (
+        task.load_client_state(1, 2) is None
+    )  # a client that never completed a round starts afresh
 
 
 def test_sites_may_name_their_own_job_file(tmp_path):
     task = _task(tmp_path, "site")
-    context = Context(run_id=1, node_id=5, node_config={"partition-id": 0, "job": "/site/job.json"},
-                      state=RecordDict(), run_config={"job": "/run/job.json"})
+    context = Context(
+        run_id=1,
+        node_id=5,
+        node_config={"partition-id": 0, "job": "/site/job.json"},
+        state=RecordDict(),
+        run_config={"job": "/run/job.json"},
+    )
     assert apps._job(context) == "/site/job.json"
     context.node_config.pop("job")
     assert apps._job(context) == "/run/job.json"

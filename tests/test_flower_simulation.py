@@ -35,7 +35,9 @@ class ServerKilled(Exception):
 
 def _run(root, folder, method, engine, *, faults=None, min_clients=0):
     spec = synthetic_spec(
-        root / "work" / "pretrain" / folder, method, clients=CLIENTS,
+        root / "work" / "pretrain" / folder,
+        method,
+        clients=CLIENTS,
         config={"run": {"engine": engine, "min_clients": min_clients, "flower": {"workers": 2}}},
         faults=faults,
     )
@@ -44,7 +46,9 @@ def _run(root, folder, method, engine, *, faults=None, min_clients=0):
 
 
 def _client_states(task) -> list[dict]:
-    return [torch_load(task.client_state_path(c, task.num_rounds - 1)) for c in range(task.num_clients)]
+    return [
+        torch_load(task.client_state_path(c, task.num_rounds - 1)) for c in range(task.num_clients)
+    ]
 
 
 def _assert_same(a: dict, b: dict, where: str = "") -> None:
@@ -60,7 +64,9 @@ def _assert_same(a: dict, b: dict, where: str = "") -> None:
 
 def test_ray_temp_dir_is_short_enough_for_sockets(tmp_path):
     long_run = tmp_path / ("x" * 80)
-    folder = simulation.ray_temp_dir({"flower": {"ray_tmpdir": None}}, long_run / "work" / "pretrain" / "m")
+    folder = simulation.ray_temp_dir(
+        {"flower": {"ray_tmpdir": None}}, long_run / "work" / "pretrain" / "m"
+    )
     assert len(str(folder)) <= simulation.MAX_RAY_TMPDIR
     with pytest.raises(ValueError, match="AF_UNIX"):
         simulation.ray_temp_dir({"flower": {"ray_tmpdir": str(long_run)}}, long_run)
@@ -72,17 +78,23 @@ def test_simulation_matches_in_process_bitwise(run_root, method):
     task, final = _run(run_root, f"{method}-flower", method, "flower")
     assert final["rounds"] == reference["rounds"] == 3
     _assert_same(final["state"], reference["state"], "final")
-    for c, (a, b) in enumerate(zip(_client_states(task), _client_states(reference_task), strict=True)):
+    for c, (a, b) in enumerate(
+        zip(_client_states(task), _client_states(reference_task), strict=True)
+    ):
         _assert_same(a["method"], b["method"], f"client {c}")
     assert final["failures"] == reference["failures"] == []
 
 
 def test_client_raising_is_recorded_and_the_round_goes_on(run_root):
     faults = [{"client": 1, "round": 1, "action": "raise"}]
-    _, reference = _run(run_root, "raise-inprocess", "simclr", "inprocess", faults=faults, min_clients=2)
+    _, reference = _run(
+        run_root, "raise-inprocess", "simclr", "inprocess", faults=faults, min_clients=2
+    )
     _, final = _run(run_root, "raise-flower", "simclr", "flower", faults=faults, min_clients=2)
     for result in (reference, final):
-        assert [(f["round"], f["partition"], f["stage"]) for f in result["failures"]] == [(2, 1, "train")]
+        assert [(f["round"], f["partition"], f["stage"]) for f in result["failures"]] == [
+            (2, 1, "train")
+        ]
         assert "injected fault: client 1 raises" in result["failures"][0]["summary"]
     _assert_same(final["state"], reference["state"], "final")
     _, clean = _run(run_root, "clean-inprocess", "simclr", "inprocess")
@@ -90,10 +102,22 @@ def test_client_raising_is_recorded_and_the_round_goes_on(run_root):
 
 
 def test_killed_worker_is_recorded_replaced_and_matches_a_raising_client(run_root):
-    _, reference = _run(run_root, "kill-inprocess", "simclr", "inprocess",
-                        faults=[{"client": 1, "round": 1, "action": "raise"}], min_clients=2)
-    _, final = _run(run_root, "kill-flower", "simclr", "flower",
-                    faults=[{"client": 1, "round": 1, "action": "exit"}], min_clients=2)
+    _, reference = _run(
+        run_root,
+        "kill-inprocess",
+        "simclr",
+        "inprocess",
+        faults=[{"client": 1, "round": 1, "action": "raise"}],
+        min_clients=2,
+    )
+    _, final = _run(
+        run_root,
+        "kill-flower",
+        "simclr",
+        "flower",
+        faults=[{"client": 1, "round": 1, "action": "exit"}],
+        min_clients=2,
+    )
     # Only round 2 lost client 1: the dead worker was replaced for round 3.
     assert [(f["round"], f["partition"]) for f in final["failures"]] == [(2, 1)]
     _assert_same(final["state"], reference["state"], "final")
@@ -105,7 +129,9 @@ def test_too_few_replies_stop_with_a_clear_message_and_a_restart_resumes(run_roo
     faults = [{"client": 1, "round": 1, "action": "raise"}]
     with pytest.raises(ClientFailure, match=r"round 2: only 2 of 3 clients replied \(minimum 3"):
         _run(run_root, "restart", "simclr", "flower", faults=faults)
-    task, final = _run(run_root, "restart", "simclr", "flower", faults=faults)  # the fault fires once
+    task, final = _run(
+        run_root, "restart", "simclr", "flower", faults=faults
+    )  # the fault fires once
     assert [(f["round"], f["partition"]) for f in final["failures"]] == [(2, 1)]
     _, clean = _run(run_root, "clean-inprocess", "simclr", "inprocess")
     _assert_same(final["state"], clean["state"], "final")
@@ -129,5 +155,7 @@ def test_server_killed_after_clients_trained_resumes_and_matches(run_root, monke
     task, final = _run(run_root, "server-crash", "fcl", "flower")
     reference_task, reference = _run(run_root, "fcl-inprocess", "fcl", "inprocess")
     _assert_same(final["state"], reference["state"], "final")
-    for c, (a, b) in enumerate(zip(_client_states(task), _client_states(reference_task), strict=True)):
+    for c, (a, b) in enumerate(
+        zip(_client_states(task), _client_states(reference_task), strict=True)
+    ):
         _assert_same(a["method"], b["method"], f"client {c}")

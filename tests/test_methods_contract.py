@@ -19,7 +19,6 @@ TRAINED = [name for name, cls in METHODS.items() if cls.needs_pretraining]
 WIDTHS = (8, 16, 32, 64)
 
 
-
 def build(name: str, client_id: int = 0, seed: int = 0):
     torch.manual_seed(seed)
     return METHODS[name](UNet2D(widths=WIDTHS), {}, num_clients=2, client_id=client_id)
@@ -27,7 +26,9 @@ def build(name: str, client_id: int = 0, seed: int = 0):
 
 def batch(seed: int = 0, client: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    volumes = [rng.normal(size=(int(rng.integers(5, 10)), 64, 64)).astype(np.float32) for _ in range(5)]
+    volumes = [
+        rng.normal(size=(int(rng.integers(5, 10)), 64, 64)).astype(np.float32) for _ in range(5)
+    ]
     return SliceStack(volumes, partitions=4).sample(4, torch.Generator().manual_seed(seed), client)
 
 
@@ -89,7 +90,12 @@ def test_training_step_gradients_and_momentum(name):
             # Weights (not biases, which can sit just before a normalisation) must move.
             if p.ndim > 1:
                 assert p.grad.abs().sum() > 0, f"{name}: {key} has an all-zero gradient"
-    assert not any(p is q for p in method.optimizer_parameters() for q in method.parameters() if not q.requires_grad)
+    assert not any(
+        p is q
+        for p in method.optimizer_parameters()
+        for q in method.parameters()
+        if not q.requires_grad
+    )
 
     before = momentum_parameters(method)
     optimizer.step()

@@ -77,7 +77,9 @@ def test_training_step_uses_the_sampled_bank_and_fills_the_local_bank():
     method = _method()
     method.begin_round(0, 2)
     batch = _batch()
-    out = method.training_step(batch, torch.Generator().manual_seed(0))  # empty banks: batch fallback
+    out = method.training_step(
+        batch, torch.Generator().manual_seed(0)
+    )  # empty banks: batch fallback
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
     assert all(p.grad is not None for p in method.unet.encoder.parameters())
@@ -121,7 +123,9 @@ def test_exchange_round_fills_every_remote_bank_and_replaces_old_features():
     for m in methods:
         m.begin_round(1, 2)
         for step in range(2):
-            m.training_step(_batch(seed=10 + step + m.client_id), torch.Generator().manual_seed(step))
+            m.training_step(
+                _batch(seed=10 + step + m.client_id), torch.Generator().manual_seed(step)
+            )
     _exchange(methods)
     for m, old in zip(methods, first_round):
         n = int(m.remote_count)
@@ -152,7 +156,11 @@ def test_payload_holds_only_small_feature_vectors_and_partition_ids():
     assert set(partitions.tolist()) <= set(range(4))
     image_pixels = batch["image"][0].numel()
     for array in payload.values():
-        assert array.ndim <= 2 and array.shape[-1] < image_pixels and array.nbytes < batch["image"].numpy().nbytes
+        assert (
+            array.ndim <= 2
+            and array.shape[-1] < image_pixels
+            and array.nbytes < batch["image"].numpy().nbytes
+        )
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
 
 
@@ -164,7 +172,9 @@ def test_local_cl_sends_nothing_and_keeps_no_remote_bank():
         out = m.training_step(_batch(seed=m.client_id), torch.Generator().manual_seed(0))
         assert torch.isfinite(out["loss"])
         assert m.outgoing_payload() == {}
-    methods[0].incoming_payload({1: {"features": np.zeros((4, 8), np.float32), "partitions": np.zeros(4, np.int32)}})
+    methods[0].incoming_payload(
+        {1: {"features": np.zeros((4, 8), np.float32), "partitions": np.zeros(4, np.int32)}}
+    )
     assert int(methods[0].remote_count) == 0 and methods[0].remote_features.shape[0] == 0
 
 

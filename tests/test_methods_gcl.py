@@ -112,7 +112,9 @@ def test_local_loss_equals_explicit_loops():
             num = math.exp(float(z[a, r] @ z[p, r]) / tau)
             den = num
             for n in negatives[r].tolist():  # nearby regions of both maps
-                den += math.exp(float(z[a, r] @ z[a, n]) / tau) + math.exp(float(z[a, r] @ z[p, n]) / tau)
+                den += math.exp(float(z[a, r] @ z[a, n]) / tau) + math.exp(
+                    float(z[a, r] @ z[p, n]) / tau
+                )
             terms.append(-math.log(num / den))
     assert loss == pytest.approx(np.mean(terms), rel=1e-5)
 
@@ -142,7 +144,9 @@ def _batch(volumes=2, partitions=4, size=32):
 def _method(**hparams):
     torch.manual_seed(0)
     unet = UNet2D(widths=(4, 8, 16, 16))
-    return GlobalLocalContrastive(unet, {"hidden_dim": 32, "projection_dim": 8, "region_dim": 8, **hparams})
+    return GlobalLocalContrastive(
+        unet, {"hidden_dim": 32, "projection_dim": 8, "region_dim": 8, **hparams}
+    )
 
 
 def test_stage_switch_by_round():

@@ -46,7 +46,12 @@ def test_rotation_criterion_is_cross_entropy_on_hand_made_logits():
     method = build("fedrotation")
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 3.0, -0.5], [1.0, 1.0, 1.0, 1.0]])
     labels = torch.tensor([0, 2, 3])
-    expected = -np.mean([np.log(np.exp(row[k]) / np.exp(row).sum()) for row, k in zip(logits.numpy(), labels.numpy())])
+    expected = -np.mean(
+        [
+            np.log(np.exp(row[k]) / np.exp(row).sum())
+            for row, k in zip(logits.numpy(), labels.numpy())
+        ]
+    )
     assert method.criterion(logits, labels).item() == pytest.approx(expected, rel=1e-6)
     # Four equal logits: chance level, log 4.
     assert method.criterion(logits[2:], labels[2:]).item() == pytest.approx(np.log(4), rel=1e-6)
@@ -127,7 +132,10 @@ def test_moco_loss_is_infonce_against_the_queue_then_keys_are_enqueued():
     q = F.normalize(method.projection(method.unet.encoder.embed(view_q)), dim=1)
     with torch.no_grad():
         k = F.normalize(method.momentum_projection(method.momentum_encoder.embed(view_k)), dim=1)
-    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue_before.T], dim=1) / method.hparams["temperature"]
+    logits = (
+        torch.cat([(q * k).sum(1, keepdim=True), q @ queue_before.T], dim=1)
+        / method.hparams["temperature"]
+    )
     expected = F.cross_entropy(logits, torch.zeros(len(x), dtype=torch.long))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     # The batch's keys went into the queue's first rows; the rest is unchanged.
@@ -188,7 +196,9 @@ def test_barlow_twins_loss_is_cross_correlation_to_identity():
 
     c = standardise(z_a).T @ standardise(z_b) / len(x)
     off = c - torch.diag(torch.diagonal(c))
-    expected = ((torch.diagonal(c) - 1) ** 2).sum() + method.hparams["lambda_param"] * (off**2).sum()
+    expected = ((torch.diagonal(c) - 1) ** 2).sum() + method.hparams["lambda_param"] * (
+        off**2
+    ).sum()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
@@ -234,7 +244,9 @@ def test_swav_loss_is_swapped_prediction_of_sinkhorn_codes():
         return method.prototypes(z)
 
     s_a, s_b = scores(view_a), scores(view_b)
-    codes = [sinkhorn(s.detach(), hp["sinkhorn_iterations"], hp["sinkhorn_epsilon"]) for s in (s_a, s_b)]
+    codes = [
+        sinkhorn(s.detach(), hp["sinkhorn_iterations"], hp["sinkhorn_epsilon"]) for s in (s_a, s_b)
+    ]
 
     def cross_entropy(s, q):
         return -(q * F.log_softmax(s / hp["temperature"], dim=1)).sum(1).mean()

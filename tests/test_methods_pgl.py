@@ -21,7 +21,9 @@ def _smooth_map(batch: int, channels: int, size: int, seed: int = 0) -> torch.Te
     y, x = torch.meshgrid(coords, coords, indexing="ij")
     maps = torch.zeros(batch, channels, size, size)
     for _ in range(3):
-        fy, fx, phase = (torch.rand(3, batch, channels, 1, 1, generator=g) * torch.tensor([2.0, 2.0, 6.0]).view(3, 1, 1, 1, 1))
+        fy, fx, phase = torch.rand(3, batch, channels, 1, 1, generator=g) * torch.tensor(
+            [2.0, 2.0, 6.0]
+        ).view(3, 1, 1, 1, 1)
         maps += torch.sin(math.pi * (fy * y + fx * x) + phase)
     return maps
 
@@ -61,10 +63,14 @@ def test_random_views_of_a_smooth_map_align_on_their_overlap():
     error = ((aligned - view_a).abs() * mask).amax()
     assert float(error) < 0.02  # bilinear resampling twice of a smooth map (values in [-3, 3])
     # Unaligned, the views disagree much more on the same positions.
-    assert float(((view_b - view_a).abs() * mask).mean()) > 5 * float(((aligned - view_a).abs() * mask).mean())
+    assert float(((view_b - view_a).abs() * mask).mean()) > 5 * float(
+        ((aligned - view_a).abs() * mask).mean()
+    )
     # The local loss of the aligned smooth features is close to 0, far from that of unaligned ones.
     assert float(masked_byol_loss(view_a, aligned, mask)) < 0.02
-    assert float(masked_byol_loss(view_a, view_b, mask)) > 10 * float(masked_byol_loss(view_a, aligned, mask))
+    assert float(masked_byol_loss(view_a, view_b, mask)) > 10 * float(
+        masked_byol_loss(view_a, aligned, mask)
+    )
 
 
 def test_masked_loss_is_zero_for_identical_features_and_counts_only_valid_positions():
@@ -82,14 +88,22 @@ def test_masked_loss_is_zero_for_identical_features_and_counts_only_valid_positi
 
 def test_training_step_trains_online_networks_and_leaves_the_target_local():
     torch.manual_seed(0)
-    method = PGL(UNet2D(widths=(4, 8, 16)), {"hidden_dim": 32, "projection_dim": 8, "local_hidden_dim": 8, "local_dim": 8})
+    method = PGL(
+        UNet2D(widths=(4, 8, 16)),
+        {"hidden_dim": 32, "projection_dim": 8, "local_hidden_dim": 8, "local_dim": 8},
+    )
     method.begin_round(0, 2)
     method.train()
     images = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     out = method.training_step({"image": images}, torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"]) and 0 <= float(out["local_term"]) <= 4
     out["loss"].backward()
-    for part in (method.unet.encoder, method.unet.decoder, method.local_projection, method.local_prediction):
+    for part in (
+        method.unet.encoder,
+        method.unet.decoder,
+        method.local_projection,
+        method.local_prediction,
+    ):
         assert all(p.grad is not None for p in part.parameters())
     for part in (method.target_encoder, method.target_decoder, method.target_local_projection):
         assert all(p.grad is None and not p.requires_grad for p in part.parameters())

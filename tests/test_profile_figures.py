@@ -26,8 +26,15 @@ from bench.registry import get_method
 
 # One thread: on a machine shared with other jobs, two OpenMP threads on two cores wait on
 # each other; the figures checked here do not depend on speed.
-SMALL = ["run.threads=1", "model.widths=[4,8]", "data.preprocess.size=16", "pretrain.volumes_per_batch=2",
-         "pretrain.local_steps=3", "finetune.batch_size=2", "split.clients=3"]
+SMALL = [
+    "run.threads=1",
+    "model.widths=[4,8]",
+    "data.preprocess.size=16",
+    "pretrain.volumes_per_batch=2",
+    "pretrain.local_steps=3",
+    "finetune.batch_size=2",
+    "split.clients=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +45,28 @@ def config():
 @pytest.fixture(scope="module")
 def profile(config):
     settings = StepSettings(warmup=0, repeats=2)
-    return run_profile(["simclr", "fcl", "random"], config, settings, preset="tiny", matmul_size=96,
-                       log=lambda text: None)
+    return run_profile(
+        ["simclr", "fcl", "random"],
+        config,
+        settings,
+        preset="tiny",
+        matmul_size=96,
+        log=lambda text: None,
+    )
 
 
 def test_rows_and_columns(profile):
     frame = profile.frame
     assert list(frame.columns) == COLUMNS
     assert set(zip(frame.phase, frame.method)) == {
-        ("pretrain", "simclr"), ("pretrain", "fcl"), ("finetune", "unet"), ("inference", "unet"),
-        ("data", "pretrain_sampler"), ("data", "finetune_sampler"), ("data", "pretrain_augment")}
+        ("pretrain", "simclr"),
+        ("pretrain", "fcl"),
+        ("finetune", "unet"),
+        ("inference", "unet"),
+        ("data", "pretrain_sampler"),
+        ("data", "finetune_sampler"),
+        ("data", "pretrain_augment"),
+    }
     assert (frame.step_s > 0).all()
     assert (frame[frame.phase != "data"].repeats == 2).all()
     assert profile.environment["torch"] == torch.__version__
@@ -58,12 +77,16 @@ def test_rows_and_columns(profile):
 def test_figures_agree(profile):
     frame = profile.frame
     peak = profile.matmul["peak_flops_per_s"]
-    assert peak == max(profile.matmul["before"]["flops_per_s"], profile.matmul["after"]["flops_per_s"])
+    assert peak == max(
+        profile.matmul["before"]["flops_per_s"], profile.matmul["after"]["flops_per_s"]
+    )
     np.testing.assert_allclose(frame.slices_per_s, frame.batch / frame.step_s, rtol=1e-12)
     np.testing.assert_allclose(frame.steps_per_s, 1 / frame.step_s, rtol=1e-12)
     models = frame[frame.phase != "data"]
     assert (models.flops_per_step > 0).all()
-    np.testing.assert_allclose(models.achieved_flops_per_s, models.flops_per_step * models.steps_per_s, rtol=1e-12)
+    np.testing.assert_allclose(
+        models.achieved_flops_per_s, models.flops_per_step * models.steps_per_s, rtol=1e-12
+    )
     np.testing.assert_allclose(models.peak_ratio, models.achieved_flops_per_s / peak, rtol=1e-12)
     assert (models.peak_flops_per_s == peak).all()
     # The step is the sum of its sections (medians of sums vs sums of medians differ; bounds hold).
@@ -84,12 +107,19 @@ def test_bytes_per_round_are_the_shared_tensors_and_payload(config, profile):
     frame = profile.frame.set_index("method")
     for name in ("simclr", "fcl"):
         torch.manual_seed(0)
-        method = get_method(name)(build_unet(config["model"], out_channels=1), {}, num_clients=3, client_id=0)
+        method = get_method(name)(
+            build_unet(config["model"], out_channels=1), {}, num_clients=3, client_id=0
+        )
         shared = method.shared_state()
-        assert frame.loc[name, "bytes_weights"] == sum(v.numel() * v.element_size() for v in shared.values())
+        assert frame.loc[name, "bytes_weights"] == sum(
+            v.numel() * v.element_size() for v in shared.values()
+        )
         # What the strategy records as bytes_up["weights"].
         assert frame.loc[name, "bytes_weights"] == record_bytes(state_to_record(shared))
-        assert frame.loc[name, "bytes_per_round"] == frame.loc[name, "bytes_weights"] + frame.loc[name, "bytes_payload"]
+        assert (
+            frame.loc[name, "bytes_per_round"]
+            == frame.loc[name, "bytes_weights"] + frame.loc[name, "bytes_payload"]
+        )
     assert frame.loc["simclr", "bytes_payload"] == 0
     # FCL sends its local bank: after 3 steps of 8 slices, 24 features of 128 float32 + int32 partitions.
     assert frame.loc["fcl", "bytes_payload"] == 24 * (128 * 4 + 4)
@@ -97,18 +127,29 @@ def test_bytes_per_round_are_the_shared_tensors_and_payload(config, profile):
 
 
 def test_payload_bytes_match_the_flower_record(config):
-    result = profile_pretrain_step("fcl", config, StepSettings(warmup=0, repeats=1), volumes_per_batch=2)
+    result = profile_pretrain_step(
+        "fcl", config, StepSettings(warmup=0, repeats=1), volumes_per_batch=2
+    )
     torch.manual_seed(0)
     method = get_method("fcl")(build_unet(config["model"], out_channels=1), {}, num_clients=3)
     method.enqueue(torch.randn(24, 128), torch.zeros(24, dtype=torch.long))
     payload = method.outgoing_payload()
-    assert result.extra["bytes_payload"] == tensor_bytes(payload) == record_bytes(arrays_to_record(payload))
+    assert (
+        result.extra["bytes_payload"]
+        == tensor_bytes(payload)
+        == record_bytes(arrays_to_record(payload))
+    )
 
 
 def test_data_pipeline_flags_a_slow_sampler():
     rows = []
-    for phase, method, rate in [("pretrain", "a", 100.0), ("pretrain", "b", 50.0), ("finetune", "unet", 10.0),
-                                ("data", "pretrain_sampler", 80.0), ("data", "finetune_sampler", 60.0)]:
+    for phase, method, rate in [
+        ("pretrain", "a", 100.0),
+        ("pretrain", "b", 50.0),
+        ("finetune", "unet", 10.0),
+        ("data", "pretrain_sampler", 80.0),
+        ("data", "finetune_sampler", 60.0),
+    ]:
         row = dict.fromkeys(COLUMNS, math.nan)
         row.update(phase=phase, method=method, slices_per_s=rate)
         rows.append(row)
@@ -143,10 +184,36 @@ def test_cli_writes_csv_json_and_prints_a_table(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="bench")
     add_profile_command(parser.add_subparsers(dest="command"))
     out = tmp_path / "out"
-    args = parser.parse_args(["profile", "--methods", "moco", "--threads", "1", "--preset", "tiny", "--size", "16",
-                              "--set", "model.widths=[4,8]", "--batch", "8", "--repeats", "1", "--warmup", "0",
-                              "--amp", "bf16", "--channels-last", "--phases", "pretrain,data",
-                              "--matmul-size", "64", "--out", str(out)])
+    args = parser.parse_args(
+        [
+            "profile",
+            "--methods",
+            "moco",
+            "--threads",
+            "1",
+            "--preset",
+            "tiny",
+            "--size",
+            "16",
+            "--set",
+            "model.widths=[4,8]",
+            "--batch",
+            "8",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--amp",
+            "bf16",
+            "--channels-last",
+            "--phases",
+            "pretrain,data",
+            "--matmul-size",
+            "64",
+            "--out",
+            str(out),
+        ]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "moco" in printed and "fp32 matmul peak" in printed

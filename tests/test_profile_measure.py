@@ -31,12 +31,17 @@ from bench.profile.timing import Timer, matmul_peak, summarize, synchronizer
 # ---------------------------------------------------------------- FLOPs
 
 
-@pytest.mark.parametrize(("cin", "cout", "kernel", "stride", "padding", "groups"),
-                         [(3, 8, 3, 1, 1, 1), (4, 6, 3, 2, 1, 1), (8, 8, 3, 1, 1, 4), (2, 5, 1, 1, 0, 1)])
+@pytest.mark.parametrize(
+    ("cin", "cout", "kernel", "stride", "padding", "groups"),
+    [(3, 8, 3, 1, 1, 1), (4, 6, 3, 2, 1, 1), (8, 8, 3, 1, 1, 4), (2, 5, 1, 1, 0, 1)],
+)
 def test_conv_flops_match_hand_formula(cin, cout, kernel, stride, padding, groups):
     conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, groups=groups)
     x = torch.randn(2, cin, 12, 10)
-    out_hw = (conv_out_size(12, kernel, stride, padding), conv_out_size(10, kernel, stride, padding))
+    out_hw = (
+        conv_out_size(12, kernel, stride, padding),
+        conv_out_size(10, kernel, stride, padding),
+    )
     forward = conv2d_flops(2, cin, cout, (kernel, kernel), out_hw, groups)
     assert forward == 2 * 2 * cout * out_hw[0] * out_hw[1] * (cin // groups) * kernel * kernel
     flops, out = count_flops(lambda: conv(x))
@@ -68,10 +73,22 @@ def test_unet_forward_flops_are_the_sum_of_its_convolutions():
     def hook(module, inputs, output):
         nonlocal expected
         if isinstance(module, nn.Conv2d):
-            expected += conv2d_flops(1, module.in_channels, module.out_channels, module.kernel_size,
-                                     tuple(output.shape[-2:]), module.groups)
+            expected += conv2d_flops(
+                1,
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                tuple(output.shape[-2:]),
+                module.groups,
+            )
         else:  # transposed convolution: 2 x input elements x out channels x kernel area
-            expected += 2 * inputs[0].numel() * module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+            expected += (
+                2
+                * inputs[0].numel()
+                * module.out_channels
+                * module.kernel_size[0]
+                * module.kernel_size[1]
+            )
 
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -140,7 +157,12 @@ print(peak.kind, peak.growth_bytes)
 
 
 def _peak_in_fresh_process(size: int, mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(size), mode], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(size), mode],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     kind, growth = out.stdout.split()
     return kind, int(growth)
 
@@ -162,7 +184,9 @@ def test_cpu_peak_memory_sampling_path():
 def test_cuda_peak_memory_path_reads_the_allocator(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(
+        torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset")
+    )
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5000)
     with PeakMemory("cuda") as peak:
@@ -213,7 +237,9 @@ def test_channels_last_on_cpu():
     model = device.module(UNet2D(out_channels=2, widths=(4, 8)))
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    batch = device.batch({"image": torch.randn(2, 1, 16, 16), "partition": torch.zeros(2, dtype=torch.long)})
+    batch = device.batch(
+        {"image": torch.randn(2, 1, 16, 16), "partition": torch.zeros(2, dtype=torch.long)}
+    )
     assert batch["image"].is_contiguous(memory_format=torch.channels_last)
     assert model(batch["image"]).shape == (2, 2, 16, 16)
 
@@ -254,7 +280,9 @@ def test_contention_reports_thread_time_and_others_share():
         for _ in range(20):
             a @ a
     assert load.wall_s > 0 and load.cpu_s >= 0
-    assert 0.0 <= load.others_share <= 1.0 or load.others_share != load.others_share  # NaN off Linux
+    assert (
+        0.0 <= load.others_share <= 1.0 or load.others_share != load.others_share
+    )  # NaN off Linux
     if thread_run_seconds():
         assert 0 < load.busiest_thread_s <= load.cpu_s + 0.05
     assert load.involuntary_switches >= 0
@@ -269,7 +297,9 @@ def test_allocator_tuning_is_reported(monkeypatch):
     assert {"malloc_tuned", "malloc_env", "preloaded_allocator", "omp_wait_policy"} <= set(settings)
     monkeypatch.setattr(allocator, "_TUNED", None)
     # Values equal to glibc's defaults, so the rest of the session is unaffected.
-    applied = allocator.tune_cpu_allocator(mmap_threshold=128 * 1024, trim_threshold=128 * 1024, top_pad=0)
+    applied = allocator.tune_cpu_allocator(
+        mmap_threshold=128 * 1024, trim_threshold=128 * 1024, top_pad=0
+    )
     if sys.platform.startswith("linux") and applied is not None:
         assert applied == {"mmap_threshold": 128 * 1024, "trim_threshold": 128 * 1024, "top_pad": 0}
         assert allocator.allocator_settings()["malloc_tuned"] == applied

@@ -22,16 +22,35 @@ from bench.regression import method_means, regressions
 from bench.results import ResultStore
 
 BASELINE = Path(__file__).parent / "baselines" / "tiny_dice.json"
-REGRESSION_ARGS = ["run", "--methods", "all", "--preset", "tiny", "--set", "finetune.modes=[federated]",
-                   "--set", "split.n_values=[4]"]
+REGRESSION_ARGS = [
+    "run",
+    "--methods",
+    "all",
+    "--preset",
+    "tiny",
+    "--set",
+    "finetune.modes=[federated]",
+    "--set",
+    "split.n_values=[4]",
+]
 
 
 @pytest.mark.slow
 def test_every_method_keeps_its_tiny_dice(tmp_path):
     run_dir = tmp_path / "tiny-all"
     result = subprocess.run(
-        [sys.executable, "-m", "bench.cli", *REGRESSION_ARGS, "--out", str(run_dir), "--no-progress"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            *REGRESSION_ARGS,
+            "--out",
+            str(run_dir),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = ResultStore(run_dir).load()
@@ -47,4 +66,8 @@ def test_a_drop_beyond_the_tolerance_is_caught(tmp_path):
     baseline.write_text('{"tolerance": 0.05, "mean_dice": {"fcl": 0.5, "byol": 0.5}}')
     assert regressions({"fcl": 0.46, "byol": 0.5}, baseline) == []
     found = sorted(regressions({"fcl": 0.44}, baseline))
-    assert len(found) == 2 and found[0].startswith("byol: no result") and found[1].startswith("fcl: mean Dice 0.440")
+    assert (
+        len(found) == 2
+        and found[0].startswith("byol: no result")
+        and found[1].startswith("fcl: mean Dice 0.440")
+    )

@@ -9,15 +9,42 @@ import pandas as pd
 import pytest
 
 SMALL = [
-    "--preset", "tiny", "--methods", "simclr,random", "--no-progress", "--n-values", "1", "--folds", "1",
-    "--modes", "local", "--set", "pretrain.rounds=1", "--set", "pretrain.local_steps=2", "--set", "finetune.rounds=1",
-    "--set", "finetune.local_steps=2", "--set", "data.synthetic.train=6", "--set", "data.synthetic.test=2",
-    "--set", "model.widths=[4,8]",
+    "--preset",
+    "tiny",
+    "--methods",
+    "simclr,random",
+    "--no-progress",
+    "--n-values",
+    "1",
+    "--folds",
+    "1",
+    "--modes",
+    "local",
+    "--set",
+    "pretrain.rounds=1",
+    "--set",
+    "pretrain.local_steps=2",
+    "--set",
+    "finetune.rounds=1",
+    "--set",
+    "finetune.local_steps=2",
+    "--set",
+    "data.synthetic.train=6",
+    "--set",
+    "data.synthetic.test=2",
+    "--set",
+    "model.widths=[4,8]",
 ]
 
 
 def bench(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -43,24 +70,39 @@ def report(run_dirs, out) -> None:
 def test_pretrain_transfer_and_report(tmp_path):
     acdc, hvsmr, out = tmp_path / "acdc", tmp_path / "hvsmr", tmp_path / "report"
     bench("run", *SMALL, "--clients", "2", "--out", str(acdc))
-    bench("run", *SMALL, "--clients", "1", "--out", str(hvsmr), "--set", "data.synthetic.layout=hvsmr",
-          "--set", f"pretrain.from_run={acdc}")
+    bench(
+        "run",
+        *SMALL,
+        "--clients",
+        "1",
+        "--out",
+        str(hvsmr),
+        "--set",
+        "data.synthetic.layout=hvsmr",
+        "--set",
+        f"pretrain.from_run={acdc}",
+    )
     report([acdc, hvsmr], out)
 
     page = (out / "report.html").read_text()
     slugs = [p.stem for p in (out / "tables").glob("dice-*.csv")]
     assert any(s.startswith("dice-acdc-local-tiny-") for s in slugs)
-    transfer = next(s for s in slugs if s.startswith("dice-hvsmr-from-acdc-local-tiny-") and s.count("-") == 6)
+    transfer = next(
+        s for s in slugs if s.startswith("dice-hvsmr-from-acdc-local-tiny-") and s.count("-") == 6
+    )
     table = pd.read_csv(out / "tables" / f"{transfer}.csv", keep_default_na=False)
     assert list(table.columns) == ["Method", "M=1"] and set(table["Method"]) == {"random", "simclr"}
     assert {"qualitative-acdc-local-n1", "qualitative-hvsmr-local-n1", "pretrain-loss-acdc"} <= {
-        p.stem for p in (out / "figures").glob("*.png")}
+        p.stem for p in (out / "figures").glob("*.png")
+    }
     assert str(acdc) in page and "published (Wu et al. 2021)" in page
 
     rows = pd.concat([pd.read_csv(p) for p in sorted((hvsmr / "results").glob("*.csv"))])
     assert set(rows["pretrain_dataset"]) == {"acdc"} and set(rows["dataset"]) == {"hvsmr"}
     volume = rows.groupby(["method", "client", "fold", "patient", "phase"])["dice"].mean()
-    client = volume.groupby(["method", "client", "fold"]).mean().groupby(["method", "client"]).mean()
+    client = (
+        volume.groupby(["method", "client", "fold"]).mean().groupby(["method", "client"]).mean()
+    )
     expected = client.groupby("method").mean()
     summary = pd.read_csv(out / "summary.csv")
     got = summary[summary["dataset"] == "hvsmr"].set_index("variant")["mean"]

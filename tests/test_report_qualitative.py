@@ -22,13 +22,19 @@ def fake_bundle(size=32):
     yy, xx = np.mgrid[:size, :size]
     volumes = {}
     for i, patient in enumerate(["patient002", "patient001"]):
-        image = np.stack([np.exp(-((yy - 16) ** 2 + (xx - 16 - i) ** 2) / (40.0 + z)) for z in range(4)]).astype(np.float32)
+        image = np.stack(
+            [np.exp(-((yy - 16) ** 2 + (xx - 16 - i) ** 2) / (40.0 + z)) for z in range(4)]
+        ).astype(np.float32)
         label = np.zeros_like(image, dtype=np.uint8)
         label[2] = ((yy - 16) ** 2 + (xx - 16) ** 2 < 36).astype(np.uint8) * 3
         label[2][((yy - 16) ** 2 + (xx - 16) ** 2 < 9)] = 1
-        volumes[patient] = [SimpleNamespace(patient_id=patient, phase="ED", image=image, label=label)]
+        volumes[patient] = [
+            SimpleNamespace(patient_id=patient, phase="ED", image=image, label=label)
+        ]
     split = SimpleNamespace(clients=[SimpleNamespace(test=["patient002", "patient001"])])
-    return SimpleNamespace(volumes=volumes, split=split, num_classes=4, class_names=("RV", "Myo", "LV"))
+    return SimpleNamespace(
+        volumes=volumes, split=split, num_classes=4, class_names=("RV", "Myo", "LV")
+    )
 
 
 def write_models(run: Path, config: dict, num_classes: int, names) -> None:
@@ -36,12 +42,24 @@ def write_models(run: Path, config: dict, num_classes: int, names) -> None:
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     torch.manual_seed(0)
     for name in names:
-        torch.save(build_unet(config["model"], out_channels=num_classes).state_dict(), run / "models" / name)
+        torch.save(
+            build_unet(config["model"], out_channels=num_classes).state_dict(),
+            run / "models" / name,
+        )
 
 
 def test_find_models_takes_smallest_seed(tmp_path):
-    write_models(tmp_path, CONFIG, 4, ["random-seed1-local-N1.pt", "random-seed0-local-N1.pt",
-                                       "local_cl-seed0-federated-N4.pt", "notes.txt.pt"])
+    write_models(
+        tmp_path,
+        CONFIG,
+        4,
+        [
+            "random-seed1-local-N1.pt",
+            "random-seed0-local-N1.pt",
+            "local_cl-seed0-federated-N4.pt",
+            "notes.txt.pt",
+        ],
+    )
     found = find_models(tmp_path)
     assert list(found) == [("federated", 4), ("local", 1)]
     assert found[("local", 1)]["random"].name == "random-seed0-local-N1.pt"
@@ -57,7 +75,10 @@ def test_grid_of_same_slices_for_every_method(tmp_path):
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
     assert titles == ["image", "ground truth", "random", "simclr"]
     rows = [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
-    assert rows == ["patient001\nED z=2", "patient002\nED z=2"]  # client 0's test patients, largest label
+    assert rows == [
+        "patient001\nED z=2",
+        "patient002\nED z=2",
+    ]  # client 0's test patients, largest label
     saved = save(figure, tmp_path / "out", slug, title)
     pixels = np.asarray(Image.open(tmp_path / "out" / saved.files[0]).convert("RGB"), dtype=float)
     assert pixels.std() > 5
@@ -73,8 +94,17 @@ def test_grid_with_real_data_loading(tmp_path):
     """Synthetic volumes through bench.data.prepare_data, the loader the report uses."""
     from bench.config import load_config
 
-    config = load_config("tiny", ["data.synthetic.train=4", "data.synthetic.test=2", "split.clients=1",
-                                  "split.n_values=[1]", "split.folds=1", "model.widths=[4,8]"])
+    config = load_config(
+        "tiny",
+        [
+            "data.synthetic.train=4",
+            "data.synthetic.test=2",
+            "split.clients=1",
+            "split.n_values=[1]",
+            "split.folds=1",
+            "model.widths=[4,8]",
+        ],
+    )
     write_models(tmp_path, config, 4, ["random-seed0-local-N1.pt"])
     figures, note = qualitative_figures(tmp_path)
     assert note is None and len(figures) == 1

@@ -13,8 +13,10 @@ from bench.reports.stats import bootstrap_ci, paired_test
 
 
 def series(values, start=0):
-    index = pd.MultiIndex.from_tuples([(c, f) for c in range(start, start + 10) for f in range(5)][: len(values)],
-                                      names=["client", "fold"])
+    index = pd.MultiIndex.from_tuples(
+        [(c, f) for c in range(start, start + 10) for f in range(5)][: len(values)],
+        names=["client", "fold"],
+    )
     return pd.Series(values, index=index, dtype=float)
 
 

@@ -20,7 +20,9 @@ from bench.reports.markdown import table_markdown
 from bench.reports.runs import load_runs, normalise_rows
 from bench.reports.tables import class_table, detail_table, measured_table
 
-_spec = importlib.util.spec_from_file_location("report_make_runs", Path(__file__).parent / "fixtures" / "report" / "make_runs.py")
+_spec = importlib.util.spec_from_file_location(
+    "report_make_runs", Path(__file__).parent / "fixtures" / "report" / "make_runs.py"
+)
 make_runs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_runs)
 
@@ -29,7 +31,9 @@ CELL = re.compile(r"^(\d\.\d{3})(?: ± (\d\.\d{3}))?([†‡*]*)$")
 
 @pytest.fixture(scope="module")
 def rows():
-    return normalise_rows(pd.concat([make_runs.standard_rows(), make_runs.transfer_rows()], ignore_index=True))
+    return normalise_rows(
+        pd.concat([make_runs.standard_rows(), make_runs.transfer_rows()], ignore_index=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,12 @@ def analysis(rows):
 
 def by_hand(rows, method, mode, n, dataset="acdc", class_name=None):
     """Client Dice = mean over folds of the (client, fold) mean over volumes of the class mean."""
-    sel = rows[(rows.method == method) & (rows.finetune_mode == mode) & (rows.n_labeled == n) & (rows.dataset == dataset)]
+    sel = rows[
+        (rows.method == method)
+        & (rows.finetune_mode == mode)
+        & (rows.n_labeled == n)
+        & (rows.dataset == dataset)
+    ]
     if class_name is not None:
         sel = sel[sel.class_name == class_name]
     volume = sel.groupby(["seed", "client", "fold", "patient", "phase"])["dice"].mean()
@@ -73,8 +82,12 @@ def test_every_cell_equals_direct_computation(rows, analysis, mode):
                 continue
             shown_mean, shown_std, _ = parse(cell.plain)
             assert shown_mean == round(mean, 3) and shown_std == round(std, 3)
-            exact = analysis.summary.query("experiment == @exp.slug and variant == @method and n_labeled == @n")
-            assert exact["mean"].item() == pytest.approx(mean) and exact["std"].item() == pytest.approx(std)
+            exact = analysis.summary.query(
+                "experiment == @exp.slug and variant == @method and n_labeled == @n"
+            )
+            assert exact["mean"].item() == pytest.approx(mean) and exact[
+                "std"
+            ].item() == pytest.approx(std)
             checked += 1
     assert checked == (6 if mode == "local" else 5)
 
@@ -115,7 +128,9 @@ def test_bold_best_underline_second(analysis):
 
 
 def test_ties_are_all_bold():
-    rows = make_runs.make_rows(methods=("random", "simclr"), modes=("local",), n_values=(1,), clients=2)
+    rows = make_runs.make_rows(
+        methods=("random", "simclr"), modes=("local",), n_values=(1,), clients=2
+    )
     twin = rows[rows.method == "random"].assign(method="fcl")
     analysis = analyse(normalise_rows(pd.concat([rows, twin], ignore_index=True)))
     table = measured_table(analysis, analysis.experiments[0])
@@ -132,7 +147,9 @@ def test_missing_cell_shown_as_missing_in_every_format(analysis):
     assert "| fcl | " in table_markdown(table) and f" | {MISSING} |" in table_markdown(table)
     assert f"<td>{MISSING}</td>" in table_html(table)
     assert re.search(r"^fcl & .* & --- \\\\$", table_latex(table), re.MULTILINE)
-    assert not analysis.summary.query("experiment == @exp.slug and variant == 'fcl' and n_labeled == 4").shape[0]
+    assert not analysis.summary.query(
+        "experiment == @exp.slug and variant == 'fcl' and n_labeled == 4"
+    ).shape[0]
 
 
 def test_partial_cell_marked(analysis, rows):
@@ -162,9 +179,15 @@ def test_significance_marks_match_scipy(rows, analysis):
                     if other == method:
                         assert mark not in row[col].suffix
                         continue
-                    joined = pd.concat([own, by_hand(rows, other, mode, n)[2]], axis=1, join="inner").dropna()
+                    joined = pd.concat(
+                        [own, by_hand(rows, other, mode, n)[2]], axis=1, join="inner"
+                    ).dropna()
                     a, b = joined.iloc[:, 0], joined.iloc[:, 1]
-                    p = stats.wilcoxon(a, b).pvalue if len(joined) >= 6 else stats.ttest_rel(a, b).pvalue
+                    p = (
+                        stats.wilcoxon(a, b).pvalue
+                        if len(joined) >= 6
+                        else stats.ttest_rel(a, b).pvalue
+                    )
                     assert (mark in row[col].suffix) == (p < 0.05), (mode, n, method, other, p)
 
 
@@ -175,7 +198,9 @@ def test_detail_table_ci_and_p_values(analysis):
     for row in table.rows:
         low, high = (float(x) for x in row[4].text.strip("[]").split(", "))
         assert low <= float(row[2].text) <= high
-    clients = analysis.clients.query("experiment == @exp.slug and variant == 'fcl' and n_labeled == 1")["dice"]
+    clients = analysis.clients.query(
+        "experiment == @exp.slug and variant == 'fcl' and n_labeled == 1"
+    )["dice"]
     rng = np.random.default_rng(0)
     boot = clients.to_numpy()[rng.integers(0, len(clients), size=(2000, len(clients)))].mean(axis=1)
     expected = np.percentile(boot, [2.5, 97.5])
@@ -196,7 +221,9 @@ def test_transfer_table(rows, analysis):
 
 
 def test_one_client_leaves_std_out():
-    rows = make_runs.make_rows(methods=("random", "simclr"), modes=("local",), n_values=(1,), clients=1)
+    rows = make_runs.make_rows(
+        methods=("random", "simclr"), modes=("local",), n_values=(1,), clients=1
+    )
     analysis = analyse(normalise_rows(rows))
     table = measured_table(analysis, analysis.experiments[0])
     assert all("±" not in row[1].text for row in table.rows)

@@ -12,20 +12,42 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # A small tiny run: two methods, one N, one fold, both fine-tuning modes.
-RUN_ARGS = ["run", "--methods", "simclr,random", "--preset", "tiny", "--n-values", "2", "--folds", "1", "--no-progress"]
+RUN_ARGS = [
+    "run",
+    "--methods",
+    "simclr,random",
+    "--preset",
+    "tiny",
+    "--n-values",
+    "2",
+    "--folds",
+    "1",
+    "--no-progress",
+]
 
 
 def bench(*args, cwd=None, check=True, **kwargs):
     command = [sys.executable, "-m", "bench.cli", *args]
-    result = subprocess.run(command, cwd=cwd or REPO, capture_output=True, text=True, check=False, **kwargs)
+    result = subprocess.run(
+        command, cwd=cwd or REPO, capture_output=True, text=True, check=False, **kwargs
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+        )
     return result
 
 
 def rows(run_dir: Path) -> pd.DataFrame:
-    frame = pd.concat([pd.read_csv(f, dtype={"patient": str}) for f in sorted((run_dir / "results").glob("*.csv"))])
-    return frame.sort_values(["method", "finetune_mode", "client", "patient", "phase", "class_name"]).reset_index(drop=True)
+    frame = pd.concat(
+        [
+            pd.read_csv(f, dtype={"patient": str})
+            for f in sorted((run_dir / "results").glob("*.csv"))
+        ]
+    )
+    return frame.sort_values(
+        ["method", "finetune_mode", "client", "patient", "phase", "class_name"]
+    ).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +96,9 @@ def test_rerun_skips_finished_work(reference_run):
 def test_sigkill_half_way_then_resume_equals_uninterrupted(reference_run, tmp_path):
     run_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "bench.cli", *RUN_ARGS, "--out", str(run_dir)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     marker = run_dir / "work" / "pretrain" / "simclr-seed0" / "server" / "latest.txt"
     deadline = time.time() + 600
     while not marker.exists() and process.poll() is None and time.time() < deadline:

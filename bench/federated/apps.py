@@ -49,7 +49,9 @@ def _job(context: Context) -> str:
 
 @client_app.query()
 def identify(msg: Message, context: Context) -> Message:
-    return Message(RecordDict({"metrics": MetricRecord({"partition-id": _partition(context)})}), reply_to=msg)
+    return Message(
+        RecordDict({"metrics": MetricRecord({"partition-id": _partition(context)})}), reply_to=msg
+    )
 
 
 @client_app.train()
@@ -62,7 +64,9 @@ def train(msg: Message, context: Context) -> Message:
         if key.startswith(FORWARDED_PREFIX) and int(key.removeprefix(FORWARDED_PREFIX)) != partition
     }
     round_index = int(msg.content["config"]["round-index"])
-    result = task.train_round(partition, round_index, record_to_state(msg.content["arrays"]), payloads)
+    result = task.train_round(
+        partition, round_index, record_to_state(msg.content["arrays"]), payloads
+    )
     content = RecordDict(
         {
             "arrays": state_to_record(result.shared),
@@ -77,8 +81,13 @@ def train(msg: Message, context: Context) -> Message:
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     task = task_for(_job(context))
-    num_examples, metrics = task.validate(_partition(context), record_to_state(msg.content["arrays"]))
-    return Message(RecordDict({"metrics": MetricRecord({"num-examples": num_examples, **metrics})}), reply_to=msg)
+    num_examples, metrics = task.validate(
+        _partition(context), record_to_state(msg.content["arrays"])
+    )
+    return Message(
+        RecordDict({"metrics": MetricRecord({"num-examples": num_examples, **metrics})}),
+        reply_to=msg,
+    )
 
 
 def map_nodes_to_partitions(grid: Grid, expected: int, wait: float = 0.0) -> dict[int, int]:
@@ -91,11 +100,20 @@ def map_nodes_to_partitions(grid: Grid, expected: int, wait: float = 0.0) -> dic
     while len(node_ids) < expected and time.monotonic() < deadline:
         time.sleep(0.5)
         node_ids = sorted(grid.get_node_ids())
-    queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
+    queries = [
+        Message(
+            RecordDict({"config": ConfigRecord({})}),
+            dst_node_id=node,
+            message_type=MessageType.QUERY,
+        )
+        for node in node_ids
+    ]
     mapping = {}
     for reply in grid.send_and_receive(queries, timeout=max(wait, 60.0)):
         if reply.has_error():
-            raise RuntimeError(f"node {reply.metadata.src_node_id} did not say its partition: {reply.error.reason}")
+            raise RuntimeError(
+                f"node {reply.metadata.src_node_id} did not say its partition: {reply.error.reason}"
+            )
         mapping[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
     if sorted(mapping.values()) != list(range(expected)):
         raise RuntimeError(
@@ -133,7 +151,14 @@ def serve(grid: Grid, context: Context) -> None:
     strategy.round_offset = done
 
     label = getattr(task, "progress_label", None)
-    bar = tqdm(total=task.num_rounds, initial=done, desc=label, unit="round", leave=False, disable=label is None)
+    bar = tqdm(
+        total=task.num_rounds,
+        initial=done,
+        desc=label,
+        unit="round",
+        leave=False,
+        disable=label is None,
+    )
 
     def end_of_round(server_round: int, current: ArrayRecord):
         if server_round > 0:
@@ -142,7 +167,13 @@ def serve(grid: Grid, context: Context) -> None:
 
     if done < task.num_rounds:
         try:
-            strategy.start(grid, arrays, num_rounds=task.num_rounds - done, timeout=timeout, evaluate_fn=end_of_round)
+            strategy.start(
+                grid,
+                arrays,
+                num_rounds=task.num_rounds - done,
+                timeout=timeout,
+                evaluate_fn=end_of_round,
+            )
         except ClientFailure:
             checkpoint.record_failures(strategy)
             raise

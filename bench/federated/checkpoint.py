@@ -82,8 +82,11 @@ class ServerCheckpoint:
         atomic_torch_save(
             self.folder / "final.pt",
             {
-                "rounds": num_rounds, "state": self.last_state, "best": self.best,
-                "history": self.history, "failures": self.failures,
+                "rounds": num_rounds,
+                "state": self.last_state,
+                "best": self.best,
+                "history": self.history,
+                "failures": self.failures,
             },
         )
 

@@ -66,8 +66,10 @@ def make_certificates(folder: Path, hosts: list[str], days: int = 365) -> dict[s
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
-        "ca_cert": folder / "ca.crt", "ca_key": folder / "ca.key",
-        "server_cert": folder / "server.pem", "server_key": folder / "server.key",
+        "ca_cert": folder / "ca.crt",
+        "ca_key": folder / "ca.key",
+        "server_cert": folder / "server.pem",
+        "server_key": folder / "server.key",
     }
     try:
         import cryptography  # noqa: F401
@@ -91,7 +93,9 @@ def _certificates_cryptography(paths: dict[str, Path], hosts: list[str], days: i
 
     def key_pem(key) -> bytes:
         return key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
         )
 
     now = datetime.datetime.now(datetime.UTC)
@@ -99,19 +103,30 @@ def _certificates_cryptography(paths: dict[str, Path], hosts: list[str], days: i
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench federation CA")])
     ca_cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     names = []
@@ -124,9 +139,11 @@ def _certificates_cryptography(paths: dict[str, Path], hosts: list[str], days: i
     server_cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name).public_key(server_key.public_key())
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -156,16 +173,59 @@ def _certificates_openssl(paths: dict[str, Path], hosts: list[str], days: int) -
             san.append(f"IP:{host}")
         except ValueError:
             san.append(f"DNS:{host}")
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days), "-subj", "/CN=bench federation CA",
-        "-keyout", str(paths["ca_key"]), "-out", str(paths["ca_cert"]),
-        "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        str(days),
+        "-subj",
+        "/CN=bench federation CA",
+        "-keyout",
+        str(paths["ca_key"]),
+        "-out",
+        str(paths["ca_cert"]),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE,pathlen:0",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         csr, ext = Path(tmp) / "server.csr", Path(tmp) / "server.ext"
-        ext.write_text(f"subjectAltName={','.join(san)}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n")
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={hosts[0]}",
-            "-keyout", str(paths["server_key"]), "-out", str(csr))
-        run("x509", "-req", "-in", str(csr), "-CA", str(paths["ca_cert"]), "-CAkey", str(paths["ca_key"]),
-            "-CAcreateserial", "-days", str(days), "-extfile", str(ext), "-out", str(paths["server_cert"]))
+        ext.write_text(
+            f"subjectAltName={','.join(san)}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        )
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={hosts[0]}",
+            "-keyout",
+            str(paths["server_key"]),
+            "-out",
+            str(csr),
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(paths["ca_cert"]),
+            "-CAkey",
+            str(paths["ca_key"]),
+            "-CAcreateserial",
+            "-days",
+            str(days),
+            "-extfile",
+            str(ext),
+            "-out",
+            str(paths["server_cert"]),
+        )
 
 
 def make_supernode_key(folder: Path, name: str) -> tuple[Path, Path]:
@@ -183,14 +243,36 @@ def make_supernode_key(folder: Path, name: str) -> tuple[Path, Path]:
     except ImportError:
         import subprocess
 
-        subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", name, "-f", str(private)], check=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ecdsa",
+                "-b",
+                "384",
+                "-N",
+                "",
+                "-C",
+                name,
+                "-f",
+                str(private),
+            ],
+            check=True,
+        )
     else:
         key = ec.generate_private_key(ec.SECP384R1())
         private.write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
         )
         public.write_bytes(
-            key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
             + f" {name}\n".encode()
         )
     private.chmod(0o600)
@@ -209,7 +291,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["FLWR_HOME"] = str(flwr_home)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # local trials and tests report nothing to flower.ai
+    env.setdefault(
+        "FLWR_TELEMETRY_ENABLED", "0"
+    )  # local trials and tests report nothing to flower.ai
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     return env
@@ -256,10 +340,12 @@ class LocalFederation:
 
     # -- processes ------------------------------------------------------
     def _start(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = (self.folder / "logs" / f"{name}.log")
+        log = self.folder / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.folder)
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.folder
+            )
         self.processes[name] = process
         return process
 
@@ -269,36 +355,71 @@ class LocalFederation:
 
     def start_superlink(self, timeout: float = 120.0, database: Path | None = None) -> None:
         """Starts the SuperLink; its state is in memory unless ``database`` (SQLite) is given."""
-        self._start("superlink", [
-            "flower-superlink",
-            "--ssl-certfile", str(self.certs["server_cert"]),
-            "--ssl-keyfile", str(self.certs["server_key"]),
-            "--ssl-ca-certfile", str(self.certs["ca_cert"]),
-            "--enable-supernode-auth",
-            "--disable-runtime-dependency-installation",
-            "--host", self.host, "--port", str(self.port),
-            *(["--database", str(database)] if database else []),
-        ])
-        wait_for(lambda: "Uvicorn running on" in self.log("superlink"), timeout, "the SuperLink to start",
-                 self.processes["superlink"], lambda: self.log("superlink"))
+        self._start(
+            "superlink",
+            [
+                "flower-superlink",
+                "--ssl-certfile",
+                str(self.certs["server_cert"]),
+                "--ssl-keyfile",
+                str(self.certs["server_key"]),
+                "--ssl-ca-certfile",
+                str(self.certs["ca_cert"]),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                *(["--database", str(database)] if database else []),
+            ],
+        )
+        wait_for(
+            lambda: "Uvicorn running on" in self.log("superlink"),
+            timeout,
+            "the SuperLink to start",
+            self.processes["superlink"],
+            lambda: self.log("superlink"),
+        )
 
     def flwr(self, *args: str, timeout: float = 120.0) -> str:
         """Runs the ``flwr`` CLI against this SuperLink; returns its stdout."""
-        done = subprocess.run(["flwr", *args], check=False, env=self.env, cwd=self.folder, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            ["flwr", *args],
+            check=False,
+            env=self.env,
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"flwr {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            raise RuntimeError(
+                f"flwr {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done.stdout
 
     def register(self, public_key: Path) -> int:
-        out = self.flwr("supernode", "register", str(public_key), self.link_name, "--format", "json")
-        return int(json.loads(out[out.index("{"):])["node-id"])
+        out = self.flwr(
+            "supernode", "register", str(public_key), self.link_name, "--format", "json"
+        )
+        return int(json.loads(out[out.index("{") :])["node-id"])
 
-    def start_supernode(self, name: str, private_key: Path | None, config: str, *, retries: int | None = None) -> subprocess.Popen:
+    def start_supernode(
+        self, name: str, private_key: Path | None, config: str, *, retries: int | None = None
+    ) -> subprocess.Popen:
         command = [
-            "flower-supernode", "--superlink", self.address,
-            "--root-certificates", str(self.certs["ca_cert"]),
-            "--node-config", config,
-            "--host", "127.0.0.1", "--port", str(free_port()),
+            "flower-supernode",
+            "--superlink",
+            self.address,
+            "--root-certificates",
+            str(self.certs["ca_cert"]),
+            "--node-config",
+            config,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
         ]
         if private_key is not None:
             command += ["--auth-supernode-private-key", str(private_key)]
@@ -313,28 +434,46 @@ class LocalFederation:
             private, public = make_supernode_key(keys_dir, f"site{site}")
             self.register(public)
             self.start_supernode(f"site{site}", private, node_config(site, sites))
-        wait_for(lambda: self.supernodes_online() == sites, timeout, "the SuperNodes to connect",
-                 describe=lambda: self.log("site0")[-2000:])
+        wait_for(
+            lambda: self.supernodes_online() == sites,
+            timeout,
+            "the SuperNodes to connect",
+            describe=lambda: self.log("site0")[-2000:],
+        )
 
     def supernodes_online(self) -> int:
         out = self.flwr("supernode", "ls", self.link_name, "--format", "json")
-        nodes = json.loads(out[out.index("{"):]).get("nodes", [])
+        nodes = json.loads(out[out.index("{") :]).get("nodes", [])
         return sum(1 for node in nodes if node.get("status") == "online")
 
     def submit(self, app_dir: Path, job: Path) -> int:
         """Starts a run of the bench app on ``job``; returns its run id."""
-        out = self.flwr("run", str(app_dir), self.link_name, "--run-config", f'job="{Path(job).resolve()}"', "--format", "json")
-        return int(json.loads(out[out.index("{"):])["run-id"])
+        out = self.flwr(
+            "run",
+            str(app_dir),
+            self.link_name,
+            "--run-config",
+            f'job="{Path(job).resolve()}"',
+            "--format",
+            "json",
+        )
+        return int(json.loads(out[out.index("{") :])["run-id"])
 
     def run_status(self, run_id: int) -> str:
         out = self.flwr("ls", self.link_name, "--run-id", str(run_id), "--format", "json")
-        runs = json.loads(out[out.index("{"):]).get("runs", [])
+        runs = json.loads(out[out.index("{") :]).get("runs", [])
         return runs[0]["status"] if runs else "unknown"
 
     def wait_run(self, run_id: int, timeout: float) -> str:
         """Waits for a run to finish; returns its final status (e.g. ``finished:completed``)."""
-        status = wait_for(lambda: (s := self.run_status(run_id)).startswith("finished") and s, timeout,
-                          f"run {run_id} to finish", None, lambda: self.log("superlink")[-3000:], poll=3.0)
+        status = wait_for(
+            lambda: (s := self.run_status(run_id)).startswith("finished") and s,
+            timeout,
+            f"run {run_id} to finish",
+            None,
+            lambda: self.log("superlink")[-3000:],
+            poll=3.0,
+        )
         return status
 
     def stop(self, name: str, grace: float = 10.0) -> None:
@@ -361,10 +500,14 @@ def wait_for(predicate, timeout: float, what: str, process=None, describe=None, 
         if value:
             return value
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"gave up waiting for {what}: the process exited ({process.returncode})\n"
-                               + (describe() if describe else ""))
+            raise RuntimeError(
+                f"gave up waiting for {what}: the process exited ({process.returncode})\n"
+                + (describe() if describe else "")
+            )
         time.sleep(poll)
-    raise TimeoutError(f"gave up waiting for {what} after {timeout:g} s\n" + (describe() if describe else ""))
+    raise TimeoutError(
+        f"gave up waiting for {what} after {timeout:g} s\n" + (describe() if describe else "")
+    )
 
 
 def stop_process_tree(pid: int, grace: float = 10.0) -> None:
@@ -396,9 +539,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     certs = commands.add_parser("certificates", help="a CA and the SuperLink's TLS certificate")
-    certs.add_argument("--out", required=True, type=Path, help="folder for ca.crt, ca.key, server.pem, server.key")
-    certs.add_argument("--host", action="append", required=True,
-                       help="a name or IP address the SuperNodes use to reach the SuperLink (repeatable)")
+    certs.add_argument(
+        "--out", required=True, type=Path, help="folder for ca.crt, ca.key, server.pem, server.key"
+    )
+    certs.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        help="a name or IP address the SuperNodes use to reach the SuperLink (repeatable)",
+    )
     certs.add_argument("--days", type=int, default=365)
     key = commands.add_parser("supernode-key", help="a site's SuperNode authentication key pair")
     key.add_argument("--out", required=True, type=Path)

@@ -33,7 +33,13 @@ def run_in_process(task) -> dict:
         register_task(job_path, task)
         run_config = {"job": str(job_path)}
         grid = InProcessGrid(client_app, task.num_clients, run_config)
-        context = Context(run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config=run_config)
+        context = Context(
+            run_id=1,
+            node_id=SUPERLINK_NODE_ID,
+            node_config={},
+            state=RecordDict(),
+            run_config=run_config,
+        )
         try:
             server_app(grid, context)
         finally:

@@ -72,7 +72,13 @@ class InProcessGrid(Grid):
             return Message(Error(code=CLIENT_APP_ERROR, reason=reason), reply_to=message)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._replies.pop(message_id) for message_id in message_ids if message_id in self._replies]
+        return [
+            self._replies.pop(message_id)
+            for message_id in message_ids
+            if message_id in self._replies
+        ]
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         return self.pull_messages(self.push_messages(messages))

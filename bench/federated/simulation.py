@@ -74,7 +74,11 @@ def _run_dir(work_dir: Path) -> Path:
 
 def ray_settings(run_cfg: dict, work_dir: Path) -> dict:
     flower = run_cfg["flower"]
-    workers, cpus, gpus = int(flower["workers"]), float(flower["cpus_per_client"]), float(flower["gpus_per_client"])
+    workers, cpus, gpus = (
+        int(flower["workers"]),
+        float(flower["cpus_per_client"]),
+        float(flower["gpus_per_client"]),
+    )
     init_args = {
         "num_cpus": math.ceil(workers * cpus),
         "_temp_dir": str(ray_temp_dir(run_cfg, work_dir)),
@@ -206,9 +210,17 @@ def run_simulation(task, run_cfg: dict) -> dict:
     run.primary_task_id = int.from_bytes(os.urandom(7), "little")
     run.federation_id = NOOP_FEDERATION_ID
     # Messages built in this process take their run id from here (as run_simulation does).
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run.run_id, SUPERLINK_NODE_ID, 1
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = (
+        run.run_id,
+        SUPERLINK_NODE_ID,
+        1,
+    )
     server_context = Context(
-        run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config)
+        run_id=run.run_id,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config=dict(run_config),
     )
     with _bench_backend(), _forgotten(job_path):
         _run_simulation(
@@ -224,5 +236,7 @@ def run_simulation(task, run_cfg: dict) -> dict:
             run=run,
         )
     if not final.exists():
-        raise RuntimeError(f"{work_dir}: the Flower simulation ended without finishing the task (see the log above)")
+        raise RuntimeError(
+            f"{work_dir}: the Flower simulation ended without finishing the task (see the log above)"
+        )
     return load_final(work_dir)

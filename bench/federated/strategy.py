@@ -80,12 +80,21 @@ class BenchFedAvg(FedAvg):
         return self.node_partitions[message.metadata.src_node_id]
 
     def configure_train(self, server_round, arrays, config, grid) -> Iterable[Message]:
-        config = ConfigRecord({**config, "server-round": server_round, "round-index": self.round_offset + server_round - 1})
+        config = ConfigRecord(
+            {
+                **config,
+                "server-round": server_round,
+                "round-index": self.round_offset + server_round - 1,
+            }
+        )
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         for partition, payload in sorted(self.payloads.items()):
             content[f"{FORWARDED_PREFIX}{partition}"] = payload
         self._asked = set(self.node_partitions.values())
-        return [Message(content, dst_node_id=node, message_type=MessageType.TRAIN) for node in self._nodes_in_order()]
+        return [
+            Message(content, dst_node_id=node, message_type=MessageType.TRAIN)
+            for node in self._nodes_in_order()
+        ]
 
     def configure_evaluate(self, server_round, arrays, config, grid) -> Iterable[Message]:
         if not self.validates:
@@ -93,9 +102,14 @@ class BenchFedAvg(FedAvg):
         config = ConfigRecord({**config, "server-round": server_round})
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         self._asked = set(self.node_partitions.values())
-        return [Message(content, dst_node_id=node, message_type=MessageType.EVALUATE) for node in self._nodes_in_order()]
+        return [
+            Message(content, dst_node_id=node, message_type=MessageType.EVALUATE)
+            for node in self._nodes_in_order()
+        ]
 
-    def _split_replies(self, server_round: int, replies: Iterable[Message], stage: str) -> list[Message]:
+    def _split_replies(
+        self, server_round: int, replies: Iterable[Message], stage: str
+    ) -> list[Message]:
         """Valid replies in partition order; error replies and missing replies become failures."""
         valid, failed = [], []
         for reply in replies:
@@ -104,20 +118,41 @@ class BenchFedAvg(FedAvg):
             (failed if reply.has_error() else valid).append(reply)
         round_number = self.round_offset + server_round
         new_failures = [
-            {"round": round_number, "stage": stage, "partition": self._partition(reply), "reason": reply.error.reason or "error"}
+            {
+                "round": round_number,
+                "stage": stage,
+                "partition": self._partition(reply),
+                "reason": reply.error.reason or "error",
+            }
             for reply in failed
         ]
         replied = {self._partition(reply) for reply in valid + failed}
-        within = f"within the round timeout ({self.timeout:g} s)" if self.timeout else "before the round ended"
+        within = (
+            f"within the round timeout ({self.timeout:g} s)"
+            if self.timeout
+            else "before the round ended"
+        )
         new_failures += [
-            {"round": round_number, "stage": stage, "partition": partition, "reason": f"no reply {within}"}
+            {
+                "round": round_number,
+                "stage": stage,
+                "partition": partition,
+                "reason": f"no reply {within}",
+            }
             for partition in sorted(self._asked - replied)
         ]
         new_failures.sort(key=lambda f: f["partition"])
         for record in new_failures:
             record["summary"] = summarize(record["reason"])
             self.failures.append(record)
-            log(WARNING, "client %s failed in round %s (%s): %s", record["partition"], round_number, stage, record["summary"])
+            log(
+                WARNING,
+                "client %s failed in round %s (%s): %s",
+                record["partition"],
+                round_number,
+                stage,
+                record["summary"],
+            )
         if len(valid) < self.min_replies:
             raise ClientFailure(
                 f"round {round_number}: only {len(valid)} of {len(self.node_partitions)} "

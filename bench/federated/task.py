@@ -38,7 +38,9 @@ class FederatedTask:
     def initial_state(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def train_round(self, client: int, round_index: int, shared: dict, payloads: dict) -> RoundResult:
+    def train_round(
+        self, client: int, round_index: int, shared: dict, payloads: dict
+    ) -> RoundResult:
         raise NotImplementedError
 
     def validate(self, client: int, shared: dict) -> tuple[int, dict[str, float]]:
@@ -68,7 +70,9 @@ class FederatedTask:
         earlier = [r for r in self._saved_rounds(client) if r < round_index]
         logging.getLogger(__name__).warning(
             "client %s has no state for round %s (it failed then); going on from %s",
-            client, round_index, f"round {earlier[-1]}" if earlier else "its initial state",
+            client,
+            round_index,
+            f"round {earlier[-1]}" if earlier else "its initial state",
         )
         return torch_load(self.client_state_path(client, earlier[-1])) if earlier else None
 

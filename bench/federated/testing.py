@@ -57,7 +57,12 @@ def synthetic_spec(
         "seed": seed,
         "work_dir": str(work_dir),
         "config": merge(base, config or {}),
-        "data": {"clients": clients, "volumes_per_client": volumes_per_client, "depth": depth, "seed": seed},
+        "data": {
+            "clients": clients,
+            "volumes_per_client": volumes_per_client,
+            "depth": depth,
+            "seed": seed,
+        },
         "faults": faults or [],
     }
 
@@ -65,7 +70,10 @@ def synthetic_spec(
 def synthetic_volumes(data: dict, size: int) -> list[list[np.ndarray]]:
     rng = np.random.default_rng(data["seed"])
     return [
-        [rng.random((data["depth"], size, size), dtype=np.float32) for _ in range(data["volumes_per_client"])]
+        [
+            rng.random((data["depth"], size, size), dtype=np.float32)
+            for _ in range(data["volumes_per_client"])
+        ]
         for _ in range(data["clients"])
     ]
 
@@ -101,7 +109,11 @@ class FaultyTask:
         for fault in self._faults:
             if fault["client"] != client or fault["round"] != round_index:
                 continue
-            marker = Path(self._task.work_dir) / "faults" / f"client{client}-round{round_index}-{fault['action']}"
+            marker = (
+                Path(self._task.work_dir)
+                / "faults"
+                / f"client{client}-round{round_index}-{fault['action']}"
+            )
             if marker.exists():
                 continue
             marker.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 
-def profile_dataframe(methods: str | list[str] = "all", preset: str | None = "tiny", overrides=(), **settings):
+def profile_dataframe(
+    methods: str | list[str] = "all", preset: str | None = "tiny", overrides=(), **settings
+):
     """Runs the profile and returns its DataFrame (one row per step; columns ``COLUMNS``)."""
     from bench.config import load_config
     from bench.registry import resolve_method_names

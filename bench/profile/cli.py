@@ -23,38 +23,83 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
             "--out and prints a table."
         ),
     )
-    parser.add_argument("--methods", default="all", help="comma-separated method names, or 'all' (default)")
-    parser.add_argument("--preset", default="tiny", choices=[*available_presets(), "default"],
-                        help="config preset whose model, image size and batch are profiled "
-                             "('default': the unmodified defaults, the U-Net at 192 x 192)")
-    parser.add_argument("--run", help="a run folder: profile its config.yaml, write to <run>/profile/")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: the config's run.device")
-    parser.add_argument("--batch", type=int, help="slices per step (pretraining: rounded to whole volumes)")
+    parser.add_argument(
+        "--methods", default="all", help="comma-separated method names, or 'all' (default)"
+    )
+    parser.add_argument(
+        "--preset",
+        default="tiny",
+        choices=[*available_presets(), "default"],
+        help="config preset whose model, image size and batch are profiled "
+        "('default': the unmodified defaults, the U-Net at 192 x 192)",
+    )
+    parser.add_argument(
+        "--run", help="a run folder: profile its config.yaml, write to <run>/profile/"
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], help="default: the config's run.device"
+    )
+    parser.add_argument(
+        "--batch", type=int, help="slices per step (pretraining: rounded to whole volumes)"
+    )
     parser.add_argument("--size", type=int, help="image side in pixels (data.preprocess.size)")
-    parser.add_argument("--amp", choices=["none", "bf16"], help="autocast (default: the config's run.amp)")
-    parser.add_argument("--channels-last", action="store_true", default=None,
-                        help="channels_last memory format for model and batches")
+    parser.add_argument(
+        "--amp", choices=["none", "bf16"], help="autocast (default: the config's run.amp)"
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="channels_last memory format for model and batches",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile each U-Net block")
-    parser.add_argument("--norm-impl", choices=["native", "group"],
-                        help="'group': run InstanceNorm2d as the identical GroupNorm(C, C) (faster on CPU); "
-                             "default: the config's model.norm_kernel, as training does")
-    parser.add_argument("--threads", type=int, help="torch threads (default: the config's run.threads)")
-    parser.add_argument("--tune-malloc", action=argparse.BooleanOptionalAction, default=None,
-                        help="keep freed memory in glibc's heap (mallopt) instead of unmapping it after "
-                             "every step: no page faults per step on CPU (see docs/PERFORMANCE.md); "
-                             "default: the config's run.tune_malloc, as training does")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
+    parser.add_argument(
+        "--norm-impl",
+        choices=["native", "group"],
+        help="'group': run InstanceNorm2d as the identical GroupNorm(C, C) (faster on CPU); "
+        "default: the config's model.norm_kernel, as training does",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: the config's run.threads)"
+    )
+    parser.add_argument(
+        "--tune-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep freed memory in glibc's heap (mallopt) instead of unmapping it after "
+        "every step: no page faults per step on CPU (see docs/PERFORMANCE.md); "
+        "default: the config's run.tune_malloc, as training does",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed steps before timing (default 1)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed steps (default 5)")
-    parser.add_argument("--phases", default="pretrain,finetune,inference,data",
-                        help="which of pretrain,finetune,inference,data to profile")
-    parser.add_argument("--matmul-size", type=int, help="side of the peak-FLOP/s matmul (default 2048 CPU, 8192 CUDA)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config option")
-    parser.add_argument("--out", help="output folder (default: runs/profile-<preset>, or <run>/profile)")
-    parser.add_argument("--study", choices=STUDIES,
-                        help="instead of the profile, run a study of docs/PERFORMANCE.md: 'unet' (what "
-                             "lowers the U-Net's FLOP/s), 'unet-ab' (the recommended settings interleaved), 'engine' (federated engine overhead), "
-                             "'client-state' (per-client state size, many clients)")
-    parser.add_argument("--clients", type=int, help="--study engine/client-state: number of clients")
+    parser.add_argument(
+        "--phases",
+        default="pretrain,finetune,inference,data",
+        help="which of pretrain,finetune,inference,data to profile",
+    )
+    parser.add_argument(
+        "--matmul-size",
+        type=int,
+        help="side of the peak-FLOP/s matmul (default 2048 CPU, 8192 CUDA)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config option"
+    )
+    parser.add_argument(
+        "--out", help="output folder (default: runs/profile-<preset>, or <run>/profile)"
+    )
+    parser.add_argument(
+        "--study",
+        choices=STUDIES,
+        help="instead of the profile, run a study of docs/PERFORMANCE.md: 'unet' (what "
+        "lowers the U-Net's FLOP/s), 'unet-ab' (the recommended settings interleaved), 'engine' (federated engine overhead), "
+        "'client-state' (per-client state size, many clients)",
+    )
+    parser.add_argument(
+        "--clients", type=int, help="--study engine/client-state: number of clients"
+    )
     parser.set_defaults(func=cmd_profile)
     return parser
 
@@ -110,7 +155,11 @@ def cmd_profile(args) -> int:
         warmup=max(args.warmup, 2 if args.compile else 0),
         repeats=args.repeats,
     )
-    out = Path(args.out) if args.out else (profile_folder(args.run) if args.run else Path("runs") / f"profile-{preset}")
+    out = (
+        Path(args.out)
+        if args.out
+        else (profile_folder(args.run) if args.run else Path("runs") / f"profile-{preset}")
+    )
     if args.study:
         return _study(args, config, settings, out)
     methods = resolve_method_names(args.methods)
@@ -119,16 +168,25 @@ def cmd_profile(args) -> int:
     if unknown:
         print(f"bench profile: unknown phase(s) {sorted(unknown)}", file=sys.stderr)
         return 2
-    result = run_profile(methods, config, settings, phases=phases, batch=args.batch, preset=preset,
-                         matmul_size=args.matmul_size)
+    result = run_profile(
+        methods,
+        config,
+        settings,
+        phases=phases,
+        batch=args.batch,
+        preset=preset,
+        matmul_size=args.matmul_size,
+    )
     files = result.write(out)
     print(format_table(result.frame))
     peak = result.matmul["peak_flops_per_s"]
     thread_peak = result.matmul.get("peak_thread_flops_per_s", float("nan"))
-    print(f"\nfp32 matmul peak: {peak / 1e9:.1f} GFLOP/s wall, {thread_peak / 1e9:.1f} GFLOP/s by busiest-thread "
-          "time (best of before/after); "
-          f"{result.environment['device_name']}, {result.settings['threads']} threads, torch "
-          f"{result.environment['torch']}, CUDA {result.environment['cuda_build']}")
+    print(
+        f"\nfp32 matmul peak: {peak / 1e9:.1f} GFLOP/s wall, {thread_peak / 1e9:.1f} GFLOP/s by busiest-thread "
+        "time (best of before/after); "
+        f"{result.environment['device_name']}, {result.settings['threads']} threads, torch "
+        f"{result.environment['torch']}, CUDA {result.environment['cuda_build']}"
+    )
     notes = [n for n in result.frame.note if isinstance(n, str) and "out of memory" in n]
     for note in notes:
         print(f"note: {note}")
@@ -153,13 +211,15 @@ def _study(args, config, settings, out: Path) -> int:
     elif args.study == "engine":
         from bench.profile.studies import engine_overhead_study
 
-        report = engine_overhead_study(config, args.methods if args.methods != "all" else "simclr",
-                                       clients=args.clients or 10)
+        report = engine_overhead_study(
+            config, args.methods if args.methods != "all" else "simclr", clients=args.clients or 10
+        )
     else:
         from bench.profile.studies import client_state_study
 
-        report = client_state_study(config, args.methods if args.methods != "all" else "fcl",
-                                    clients=args.clients or 100)
+        report = client_state_study(
+            config, args.methods if args.methods != "all" else "fcl", clients=args.clients or 100
+        )
     path = out / f"study-{args.study}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(report.get("summary", ""))

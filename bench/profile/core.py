@@ -42,22 +42,66 @@ PHASES = ("pretrain", "finetune", "inference", "data")
 
 # One schema for every row, so that a folder of profile CSVs concatenates.
 COLUMNS = [
-    "profile_id", "timestamp", "preset", "device", "device_name", "threads", "amp", "channels_last",
-    "compile", "norm_impl", "malloc_tuned", "phase", "method", "batch", "image_size", "repeats",
-    "step_s", "step_s_q1", "step_s_q3", "step_s_iqr", "step_s_min", "step_s_max",
-    "slices_per_s", "forward_s", "backward_s", "optimizer_s", "after_step_s",
-    "payload_out_s", "payload_in_s", "extras_per_step_s",
-    "flops_per_step", "steps_per_s", "achieved_flops_per_s", "peak_flops_per_s", "peak_ratio",
-    "peak_memory_bytes", "memory_growth_bytes", "memory_kind", "params", "trainable_params",
-    "bytes_weights", "bytes_payload", "bytes_per_round",
-    "data_slices_per_s", "consumer_slices_per_s", "data_ratio", "data_bound", "note",
+    "profile_id",
+    "timestamp",
+    "preset",
+    "device",
+    "device_name",
+    "threads",
+    "amp",
+    "channels_last",
+    "compile",
+    "norm_impl",
+    "malloc_tuned",
+    "phase",
+    "method",
+    "batch",
+    "image_size",
+    "repeats",
+    "step_s",
+    "step_s_q1",
+    "step_s_q3",
+    "step_s_iqr",
+    "step_s_min",
+    "step_s_max",
+    "slices_per_s",
+    "forward_s",
+    "backward_s",
+    "optimizer_s",
+    "after_step_s",
+    "payload_out_s",
+    "payload_in_s",
+    "extras_per_step_s",
+    "flops_per_step",
+    "steps_per_s",
+    "achieved_flops_per_s",
+    "peak_flops_per_s",
+    "peak_ratio",
+    "peak_memory_bytes",
+    "memory_growth_bytes",
+    "memory_kind",
+    "params",
+    "trainable_params",
+    "bytes_weights",
+    "bytes_payload",
+    "bytes_per_round",
+    "data_slices_per_s",
+    "consumer_slices_per_s",
+    "data_ratio",
+    "data_bound",
+    "note",
     # Convenience units for reports: step_s in ms, achieved_flops_per_s, and the memory figure
     # of the device (CUDA: allocator peak; CPU: peak RSS growth) in MiB.
-    "step_ms", "achieved_flops", "peak_mem_mb",
+    "step_ms",
+    "achieved_flops",
+    "peak_mem_mb",
     # Contention (CPU, Linux): the share of the machine other processes used during the timed
     # steps, and the same figures from busiest-thread run time instead of wall time -- the
     # step's time on an idle CPU, estimated on a busy one (see timing.Contention).
-    "others_cpu_share", "step_thread_s", "achieved_thread_flops_per_s", "peak_thread_flops_per_s",
+    "others_cpu_share",
+    "step_thread_s",
+    "achieved_thread_flops_per_s",
+    "peak_thread_flops_per_s",
     "peak_ratio_thread",
 ]
 
@@ -78,9 +122,20 @@ class ProfileResult:
         self.frame.to_csv(csv_path, index=False)
         env = self.environment
         document = {
-            "device": {key: env.get(key) for key in ("device", "device_name", "cpu_model", "threads", "torch",
-                                                     "cuda_build", "cuda_runtime", "driver")
-                       if env.get(key) is not None},
+            "device": {
+                key: env.get(key)
+                for key in (
+                    "device",
+                    "device_name",
+                    "cpu_model",
+                    "threads",
+                    "torch",
+                    "cuda_build",
+                    "cuda_runtime",
+                    "driver",
+                )
+                if env.get(key) is not None
+            },
             "environment": self.environment,
             "settings": self.settings,
             "matmul_peak": self.matmul,
@@ -91,7 +146,9 @@ class ProfileResult:
         return self.files
 
 
-def derived(step_times: list[float], batch: int, flops_per_step: int, peak_flops_per_s: float) -> dict:
+def derived(
+    step_times: list[float], batch: int, flops_per_step: int, peak_flops_per_s: float
+) -> dict:
     """The figures computed from the measured ones; they agree with each other by construction:
     ``slices_per_s = batch / step_s``, ``achieved = flops_per_step * steps_per_s``,
     ``peak_ratio = achieved / peak``."""
@@ -100,8 +157,13 @@ def derived(step_times: list[float], batch: int, flops_per_step: int, peak_flops
     steps_per_s = 1.0 / step if step > 0 else math.nan
     achieved = flops_per_step * steps_per_s if flops_per_step else math.nan
     return {
-        "step_s": step, "step_s_q1": summary.q1, "step_s_q3": summary.q3, "step_s_iqr": summary.iqr,
-        "step_s_min": summary.min, "step_s_max": summary.max, "repeats": summary.n,
+        "step_s": step,
+        "step_s_q1": summary.q1,
+        "step_s_q3": summary.q3,
+        "step_s_iqr": summary.iqr,
+        "step_s_min": summary.min,
+        "step_s_max": summary.max,
+        "repeats": summary.n,
         "steps_per_s": steps_per_s,
         "slices_per_s": batch * steps_per_s,
         "achieved_flops_per_s": achieved,
@@ -114,22 +176,35 @@ def _median(values) -> float:
     return summarize(list(values)).median if values else math.nan
 
 
-def result_row(result: StepResult, peak_flops_per_s: float, base: dict,
-               peak_thread_flops_per_s: float = math.nan) -> dict:
+def result_row(
+    result: StepResult,
+    peak_flops_per_s: float,
+    base: dict,
+    peak_thread_flops_per_s: float = math.nan,
+) -> dict:
     """A ``StepResult`` as a row of ``COLUMNS`` (missing figures NaN)."""
     row = dict.fromkeys(COLUMNS, math.nan)
     row.update(base)
-    row.update(phase=result.phase, method=result.name, batch=result.batch,
-               flops_per_step=result.flops_per_step or math.nan,
-               peak_memory_bytes=result.peak_memory_bytes or math.nan,
-               memory_growth_bytes=result.memory_growth_bytes if result.memory_kind else math.nan,
-               memory_kind=result.memory_kind or "", params=result.params or math.nan,
-               trainable_params=result.trainable_params if result.params else math.nan,
-               note="; ".join(result.notes))
+    row.update(
+        phase=result.phase,
+        method=result.name,
+        batch=result.batch,
+        flops_per_step=result.flops_per_step or math.nan,
+        peak_memory_bytes=result.peak_memory_bytes or math.nan,
+        memory_growth_bytes=result.memory_growth_bytes if result.memory_kind else math.nan,
+        memory_kind=result.memory_kind or "",
+        params=result.params or math.nan,
+        trainable_params=result.trainable_params if result.params else math.nan,
+        note="; ".join(result.notes),
+    )
     row.update(derived(result.step_times, result.batch, result.flops_per_step, peak_flops_per_s))
     row["step_ms"] = 1e3 * row["step_s"]
     if result.memory_kind:
-        memory = result.peak_memory_bytes if result.memory_kind == "cuda_max_allocated" else result.memory_growth_bytes
+        memory = (
+            result.peak_memory_bytes
+            if result.memory_kind == "cuda_max_allocated"
+            else result.memory_growth_bytes
+        )
         row["peak_mem_mb"] = memory / 2**20
     if result.phase == "data":
         for key in ("flops_per_step", "achieved_flops_per_s", "peak_ratio"):
@@ -148,15 +223,18 @@ def result_row(result: StepResult, peak_flops_per_s: float, base: dict,
     row["forward_s"] = _median(s.get("forward", []))
     if "backward" in s:
         row["backward_s"] = _median(s["backward"])
-        row["optimizer_s"] = _median([a + b for a, b in zip(s.get("zero_grad", [0.0] * len(s["optimizer"])),
-                                                             s["optimizer"])])
+        row["optimizer_s"] = _median(
+            [a + b for a, b in zip(s.get("zero_grad", [0.0] * len(s["optimizer"])), s["optimizer"])]
+        )
     if "after_step" in s:
         row["after_step_s"] = _median(s["after_step"])
     payload_out, payload_in = _median(s.get("payload_out", [])), _median(s.get("payload_in", []))
     row["payload_out_s"], row["payload_in_s"] = payload_out, payload_in
     if result.phase == "pretrain":
         per_round = sum(x for x in (payload_out, payload_in) if not math.isnan(x))
-        row["extras_per_step_s"] = row["after_step_s"] + per_round / max(1, result.extra.get("local_steps", 1))
+        row["extras_per_step_s"] = row["after_step_s"] + per_round / max(
+            1, result.extra.get("local_steps", 1)
+        )
     if "bytes_weights" in result.extra and result.phase == "pretrain":
         row["bytes_weights"] = result.extra["bytes_weights"]
         row["bytes_payload"] = result.extra["bytes_payload"]
@@ -197,39 +275,52 @@ def _mb(x) -> str:
 
 def format_table(frame: pd.DataFrame) -> str:
     """The profile as a fixed-width table (times in ms, FLOP/s in GFLOP/s, memory in MiB)."""
+
     def ms(x):
         return "-" if pd.isna(x) else f"{1e3 * x:.1f}"
 
     def num(x, fmt="{:.1f}"):
         return "-" if pd.isna(x) else fmt.format(x)
 
-    table = pd.DataFrame({
-        "phase": frame.phase,
-        "method": frame.method,
-        "batch": frame.batch,
-        "step ms": frame.step_s.map(ms),
-        "IQR ms": frame.step_s_iqr.map(ms),
-        "slices/s": frame.slices_per_s.map(num),
-        "fwd ms": frame.forward_s.map(ms),
-        "bwd ms": frame.backward_s.map(ms),
-        "opt ms": frame.optimizer_s.map(ms),
-        "extra ms": frame.after_step_s.map(ms),
-        "pay out/in ms": [f"{ms(a)}/{ms(b)}" if not (pd.isna(a) and pd.isna(b)) else "-"
-                          for a, b in zip(frame.payload_out_s, frame.payload_in_s)],
-        "GFLOP/step": (frame.flops_per_step / 1e9).map(lambda x: num(x, "{:.2f}")),
-        "GFLOP/s": (frame.achieved_flops_per_s / 1e9).map(num),
-        "% peak": (100 * frame.peak_ratio).map(num),
-        "% peak thr": (100 * frame.peak_ratio_thread).map(num),
-        "others %": (100 * frame.others_cpu_share).map(lambda x: num(x, "{:.0f}")),
-        # CUDA: the allocator's peak; CPU: the peak growth of the process's RSS.
-        "mem MiB": [_mb(p) if k == "cuda_max_allocated" else _mb(g)
-                    for p, g, k in zip(frame.peak_memory_bytes, frame.memory_growth_bytes, frame.memory_kind)],
-        "params": frame.params.map(lambda x: num(x, "{:,.0f}")),
-        "MiB/round": frame.bytes_per_round.map(lambda x: "-" if pd.isna(x) else f"{x / 2**20:.2f}"),
-        "data x": frame.data_ratio.map(lambda x: num(x, "{:.1f}")),
-        "note": [("DATA-BOUND " if b is True else "") + (n if isinstance(n, str) else "")
-                 for b, n in zip(frame.data_bound, frame.note)],
-    })
+    table = pd.DataFrame(
+        {
+            "phase": frame.phase,
+            "method": frame.method,
+            "batch": frame.batch,
+            "step ms": frame.step_s.map(ms),
+            "IQR ms": frame.step_s_iqr.map(ms),
+            "slices/s": frame.slices_per_s.map(num),
+            "fwd ms": frame.forward_s.map(ms),
+            "bwd ms": frame.backward_s.map(ms),
+            "opt ms": frame.optimizer_s.map(ms),
+            "extra ms": frame.after_step_s.map(ms),
+            "pay out/in ms": [
+                f"{ms(a)}/{ms(b)}" if not (pd.isna(a) and pd.isna(b)) else "-"
+                for a, b in zip(frame.payload_out_s, frame.payload_in_s)
+            ],
+            "GFLOP/step": (frame.flops_per_step / 1e9).map(lambda x: num(x, "{:.2f}")),
+            "GFLOP/s": (frame.achieved_flops_per_s / 1e9).map(num),
+            "% peak": (100 * frame.peak_ratio).map(num),
+            "% peak thr": (100 * frame.peak_ratio_thread).map(num),
+            "others %": (100 * frame.others_cpu_share).map(lambda x: num(x, "{:.0f}")),
+            # CUDA: the allocator's peak; CPU: the peak growth of the process's RSS.
+            "mem MiB": [
+                _mb(p) if k == "cuda_max_allocated" else _mb(g)
+                for p, g, k in zip(
+                    frame.peak_memory_bytes, frame.memory_growth_bytes, frame.memory_kind
+                )
+            ],
+            "params": frame.params.map(lambda x: num(x, "{:,.0f}")),
+            "MiB/round": frame.bytes_per_round.map(
+                lambda x: "-" if pd.isna(x) else f"{x / 2**20:.2f}"
+            ),
+            "data x": frame.data_ratio.map(lambda x: num(x, "{:.1f}")),
+            "note": [
+                ("DATA-BOUND " if b is True else "") + (n if isinstance(n, str) else "")
+                for b, n in zip(frame.data_bound, frame.note)
+            ],
+        }
+    )
     return table.to_string(index=False)
 
 
@@ -255,13 +346,23 @@ def run_profile(
     if config["run"]["threads"]:
         torch.set_num_threads(int(config["run"]["threads"]))
     try:
-        return _run_profile(methods, config, settings, phases=phases, batch=batch, preset=preset,
-                            matmul_size=matmul_size, log=log)
+        return _run_profile(
+            methods,
+            config,
+            settings,
+            phases=phases,
+            batch=batch,
+            preset=preset,
+            matmul_size=matmul_size,
+            log=log,
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_profile(methods, config, settings, *, phases, batch, preset, matmul_size, log) -> ProfileResult:
+def _run_profile(
+    methods, config, settings, *, phases, batch, preset, matmul_size, log
+) -> ProfileResult:
     device = torch.device(settings.device)
     partitions = config["pretrain"]["partitions"]
     volumes = max(1, batch // partitions) if batch else config["pretrain"]["volumes_per_batch"]
@@ -270,14 +371,25 @@ def _run_profile(methods, config, settings, *, phases, batch, preset, matmul_siz
     env = environment(device)
     profile_id = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = {
-        "profile_id": profile_id, "timestamp": env["timestamp"], "preset": preset or "default",
-        "device": str(device), "device_name": env["device_name"], "threads": torch.get_num_threads(),
-        "amp": settings.amp, "channels_last": settings.channels_last, "compile": settings.compile,
-        "norm_impl": settings.norm_impl, "image_size": config["data"]["preprocess"]["size"],
-        "malloc_tuned": bool(env.get("malloc_tuned") or env.get("malloc_env") or env.get("preloaded_allocator")),
+        "profile_id": profile_id,
+        "timestamp": env["timestamp"],
+        "preset": preset or "default",
+        "device": str(device),
+        "device_name": env["device_name"],
+        "threads": torch.get_num_threads(),
+        "amp": settings.amp,
+        "channels_last": settings.channels_last,
+        "compile": settings.compile,
+        "norm_impl": settings.norm_impl,
+        "image_size": config["data"]["preprocess"]["size"],
+        "malloc_tuned": bool(
+            env.get("malloc_tuned") or env.get("malloc_env") or env.get("preloaded_allocator")
+        ),
     }
-    log(f"profile {profile_id}: device {device} ({env['device_name']}), {torch.get_num_threads()} threads, "
-        f"load average {env['load_average']}")
+    log(
+        f"profile {profile_id}: device {device} ({env['device_name']}), {torch.get_num_threads()} threads, "
+        f"load average {env['load_average']}"
+    )
     before = matmul_peak(device, size=matmul_size)
     log(f"fp32 matmul peak (n={before['size']}): {before['flops_per_s'] / 1e9:.1f} GFLOP/s")
 
@@ -288,40 +400,77 @@ def _run_profile(methods, config, settings, *, phases, batch, preset, matmul_siz
                 log(f"{name}: no pretraining step (skipped)")
                 continue
             log(f"pretrain step: {name}")
-            results.append(with_oom_retry(
-                lambda v, name=name: profile_pretrain_step(name, config, settings, volumes_per_batch=v),
-                volumes, device, log=log))
+            results.append(
+                with_oom_retry(
+                    lambda v, name=name: profile_pretrain_step(
+                        name, config, settings, volumes_per_batch=v
+                    ),
+                    volumes,
+                    device,
+                    log=log,
+                )
+            )
     if "finetune" in phases:
         log("fine-tuning step")
-        results.append(with_oom_retry(lambda b: profile_finetune_step(config, settings, batch=b),
-                                      finetune_batch, device, log=log))
+        results.append(
+            with_oom_retry(
+                lambda b: profile_finetune_step(config, settings, batch=b),
+                finetune_batch,
+                device,
+                log=log,
+            )
+        )
     if "inference" in phases:
         log("inference")
-        results.append(with_oom_retry(lambda b: profile_inference(config, settings, batch=b),
-                                      inference_batch, device, log=log))
+        results.append(
+            with_oom_retry(
+                lambda b: profile_inference(config, settings, batch=b),
+                inference_batch,
+                device,
+                log=log,
+            )
+        )
     if "data" in phases:
         log("samplers")
-        results.extend(profile_samplers(config, settings, volumes_per_batch=volumes, finetune_batch=finetune_batch))
+        results.extend(
+            profile_samplers(
+                config, settings, volumes_per_batch=volumes, finetune_batch=finetune_batch
+            )
+        )
 
     after = matmul_peak(device, size=matmul_size)
     log(f"fp32 matmul peak again: {after['flops_per_s'] / 1e9:.1f} GFLOP/s")
     busy = [x for x in (before["others_cpu_share"], after["others_cpu_share"]) if not math.isnan(x)]
     if busy and max(busy) > 0.2:
-        log(f"note: other processes used {100 * max(busy):.0f}% of the CPU while measuring; wall times are "
+        log(
+            f"note: other processes used {100 * max(busy):.0f}% of the CPU while measuring; wall times are "
             "inflated -- see the *_thread columns (busiest-thread run time), and run with "
-            "OMP_WAIT_POLICY=PASSIVE on a shared machine")
+            "OMP_WAIT_POLICY=PASSIVE on a shared machine"
+        )
     peak = max(before["flops_per_s"], after["flops_per_s"])
     peak_thread = max(before["thread_flops_per_s"], after["thread_flops_per_s"])
     frame = pd.DataFrame([result_row(r, peak, base, peak_thread) for r in results], columns=COLUMNS)
     frame = attach_data_pipeline(frame)
     env["load_average_end"] = load_average()
     settings_doc = {
-        **base, "methods": methods, "phases": list(phases), "warmup": settings.warmup,
-        "repeats": settings.repeats, "volumes_per_batch": volumes, "partitions": partitions,
-        "finetune_batch": finetune_batch, "inference_batch": inference_batch,
-        "model": config["model"], "config_preset": config.get("preset"),
+        **base,
+        "methods": methods,
+        "phases": list(phases),
+        "warmup": settings.warmup,
+        "repeats": settings.repeats,
+        "volumes_per_batch": volumes,
+        "partitions": partitions,
+        "finetune_batch": finetune_batch,
+        "inference_batch": inference_batch,
+        "model": config["model"],
+        "config_preset": config.get("preset"),
     }
-    matmul = {"before": before, "after": after, "peak_flops_per_s": peak, "peak_thread_flops_per_s": peak_thread}
+    matmul = {
+        "before": before,
+        "after": after,
+        "peak_flops_per_s": peak,
+        "peak_thread_flops_per_s": peak_thread,
+    }
     return ProfileResult(frame=frame, environment=env, settings=settings_doc, matmul=matmul)
 
 
@@ -345,8 +494,18 @@ def load_profile(path: Path, *, latest_only: bool = True) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.concat(frames, ignore_index=True)
     if latest_only:
-        key = ["phase", "method", "device", "amp", "channels_last", "compile", "norm_impl", "malloc_tuned", "batch",
-               "image_size"]
+        key = [
+            "phase",
+            "method",
+            "device",
+            "amp",
+            "channels_last",
+            "compile",
+            "norm_impl",
+            "malloc_tuned",
+            "batch",
+            "image_size",
+        ]
         key = [k for k in key if k in frame.columns]
         frame = frame.sort_values("profile_id").drop_duplicates(key, keep="last")
     return frame.reset_index(drop=True)

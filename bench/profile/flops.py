@@ -27,13 +27,23 @@ def flops_by_operator(fn: Callable[[], object]) -> dict[str, int]:
     with FlopCounterMode(display=False) as counter:
         fn()
     totals = counter.get_flop_counts().get("Global", {})
-    return {str(op).split(".")[-1] if "." in str(op) else str(op): int(n) for op, n in totals.items()}
+    return {
+        str(op).split(".")[-1] if "." in str(op) else str(op): int(n) for op, n in totals.items()
+    }
 
 
-def conv2d_flops(batch: int, in_channels: int, out_channels: int, kernel: tuple[int, int],
-                 out_hw: tuple[int, int], groups: int = 1) -> int:
+def conv2d_flops(
+    batch: int,
+    in_channels: int,
+    out_channels: int,
+    kernel: tuple[int, int],
+    out_hw: tuple[int, int],
+    groups: int = 1,
+) -> int:
     """Forward FLOPs of a 2D convolution: 2 x output elements x (in_channels / groups) x kernel area."""
-    return 2 * batch * out_channels * math.prod(out_hw) * (in_channels // groups) * math.prod(kernel)
+    return (
+        2 * batch * out_channels * math.prod(out_hw) * (in_channels // groups) * math.prod(kernel)
+    )
 
 
 def linear_flops(batch: int, in_features: int, out_features: int) -> int:
@@ -41,5 +51,7 @@ def linear_flops(batch: int, in_features: int, out_features: int) -> int:
     return 2 * batch * in_features * out_features
 
 
-def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+def conv_out_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1

@@ -84,7 +84,13 @@ class PeakMemory:
     ``interval``). ``force_sampling`` selects the polling path (for tests).
     """
 
-    def __init__(self, device: torch.device | str = "cpu", *, interval: float = 0.002, force_sampling: bool = False):
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        *,
+        interval: float = 0.002,
+        force_sampling: bool = False,
+    ):
         self.device = torch.device(device)
         self.interval = interval
         self.force_sampling = force_sampling

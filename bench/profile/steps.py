@@ -123,14 +123,19 @@ def tensor_bytes(tensors: dict) -> int:
 # ------------------------------------------------------------------ synthetic data
 
 
-def synthetic_volumes(count: int, depth: int, size: int, seed: int = 0, *, labels: bool = False, num_classes: int = 4):
+def synthetic_volumes(
+    count: int, depth: int, size: int, seed: int = 0, *, labels: bool = False, num_classes: int = 4
+):
     """Random float32 volumes (Z, H, W) of the preprocessed shape; with labels, Volume-like objects."""
     rng = np.random.default_rng(seed)
     depths = [max(1, depth + int(d)) for d in rng.integers(-2, 3, size=count)]
     images = [rng.random((z, size, size), dtype=np.float32) for z in depths]
     if not labels:
         return images
-    return [SimpleNamespace(image=img, label=rng.integers(0, num_classes, img.shape, dtype=np.uint8)) for img in images]
+    return [
+        SimpleNamespace(image=img, label=rng.integers(0, num_classes, img.shape, dtype=np.uint8))
+        for img in images
+    ]
 
 
 # ------------------------------------------------------------------ helpers
@@ -142,8 +147,14 @@ def free_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def with_oom_retry(run: Callable[[int], StepResult], batch: int, device: torch.device | str, *,
-                   minimum: int = 1, log: Callable[[str], None] = print) -> StepResult:
+def with_oom_retry(
+    run: Callable[[int], StepResult],
+    batch: int,
+    device: torch.device | str,
+    *,
+    minimum: int = 1,
+    log: Callable[[str], None] = print,
+) -> StepResult:
     """``run(batch)``; on CUDA out-of-memory, retries with half the batch and records a note."""
     device = torch.device(device)
     notes = []
@@ -210,14 +221,25 @@ def profile_pretrain_step(
 
     torch.manual_seed(seed)
     unet = build_unet(config["model"], out_channels=1)
-    method = cls(unet, cfg_pre["methods"].get(method_name, {}), num_clients=num_clients, client_id=0)
+    method = cls(
+        unet, cfg_pre["methods"].get(method_name, {}), num_clients=num_clients, client_id=0
+    )
     method = _prepare_model(method, settings)
     optimizer = _optimizer(method.optimizer_parameters(), cfg_pre)
-    result = StepResult("pretrain", method_name, batch, {}, [], params=count_parameters(method),
-                        trainable_params=sum(p.numel() for p in method.optimizer_parameters()))
+    result = StepResult(
+        "pretrain",
+        method_name,
+        batch,
+        {},
+        [],
+        params=count_parameters(method),
+        trainable_params=sum(p.numel() for p in method.optimizer_parameters()),
+    )
     exchanges = cfg_pre["setting"] != "local" and cls.federation == "fedavg"
 
-    stack = SliceStack(synthetic_volumes(max(2 * volumes_per_batch, 10), 10, size, seed), partitions)
+    stack = SliceStack(
+        synthetic_volumes(max(2 * volumes_per_batch, 10), 10, size, seed), partitions
+    )
     draws = torch.Generator().manual_seed(seed)
     steps = 1 + settings.warmup + settings.repeats
     batches = [device.batch(stack.sample(volumes_per_batch, draws, 0)) for _ in range(steps)]
@@ -279,7 +301,9 @@ def profile_pretrain_step(
         payload = method.outgoing_payload()
         timer.measure(method.outgoing_payload, name="payload_out", warmup=1, repeats=3)
         incoming = {c: payload for c in range(1, num_clients)}
-        timer.measure(lambda: method.incoming_payload(incoming), name="payload_in", warmup=1, repeats=3)
+        timer.measure(
+            lambda: method.incoming_payload(incoming), name="payload_in", warmup=1, repeats=3
+        )
         result.sections["payload_out"] = timer.samples["payload_out"]
         result.sections["payload_in"] = timer.samples["payload_in"]
     result.extra.update(
@@ -304,15 +328,20 @@ def _labeled_batches(config, settings, batch, count, seed, num_classes):
     from bench.finetune import LabeledSlices
 
     size = config["data"]["preprocess"]["size"]
-    slices = LabeledSlices(synthetic_volumes(4, 10, size, seed, labels=True, num_classes=num_classes))
+    slices = LabeledSlices(
+        synthetic_volumes(4, 10, size, seed, labels=True, num_classes=num_classes)
+    )
     draws = torch.Generator().manual_seed(seed)
     device = settings.device_settings()
-    return [device.batch({"image": images, "label": labels}) for images, labels in
-            (slices.sample(batch, draws) for _ in range(count))]
+    return [
+        device.batch({"image": images, "label": labels})
+        for images, labels in (slices.sample(batch, draws) for _ in range(count))
+    ]
 
 
-def profile_finetune_step(config: dict, settings: StepSettings, *, batch: int, num_classes: int = 4,
-                          seed: int = 0) -> StepResult:
+def profile_finetune_step(
+    config: dict, settings: StepSettings, *, batch: int, num_classes: int = 4, seed: int = 0
+) -> StepResult:
     """The segmentation step of ``FinetuneTask.train_round``: U-Net, DiceCE, Adam."""
     from monai.losses import DiceCELoss
 
@@ -322,9 +351,18 @@ def profile_finetune_step(config: dict, settings: StepSettings, *, batch: int, n
     model = _segmentation_model(config, settings, num_classes, seed)
     optimizer = _optimizer(model.parameters(), config["finetune"])
     criterion = DiceCELoss(to_onehot_y=True, softmax=True)
-    result = StepResult("finetune", "unet", batch, {}, [], params=count_parameters(model),
-                        trainable_params=count_parameters(model, True))
-    batches = _labeled_batches(config, settings, batch, 1 + settings.warmup + settings.repeats, seed, num_classes)
+    result = StepResult(
+        "finetune",
+        "unet",
+        batch,
+        {},
+        [],
+        params=count_parameters(model),
+        trainable_params=count_parameters(model, True),
+    )
+    batches = _labeled_batches(
+        config, settings, batch, 1 + settings.warmup + settings.repeats, seed, num_classes
+    )
     model.train()
 
     def forward(b):
@@ -332,6 +370,7 @@ def profile_finetune_step(config: dict, settings: StepSettings, *, batch: int, n
             return criterion(model(b["image"]), b["label"])
 
     with PeakMemory(device.device) as peak:
+
         def counted():
             loss = forward(batches[0])
             loss.backward()
@@ -361,15 +400,17 @@ def profile_finetune_step(config: dict, settings: StepSettings, *, batch: int, n
     return result
 
 
-def profile_inference(config: dict, settings: StepSettings, *, batch: int, num_classes: int = 4,
-                      seed: int = 0) -> StepResult:
+def profile_inference(
+    config: dict, settings: StepSettings, *, batch: int, num_classes: int = 4, seed: int = 0
+) -> StepResult:
     """Slice-wise prediction as ``predict_volume`` runs it (eval mode, no gradients, argmax)."""
     device = settings.device_settings()
     sync = synchronizer(device.device)
     timer = Timer(sync)
     model = _segmentation_model(config, settings, num_classes, seed).eval()
-    result = StepResult("inference", "unet", batch, {}, [], params=count_parameters(model),
-                        trainable_params=0)
+    result = StepResult(
+        "inference", "unet", batch, {}, [], params=count_parameters(model), trainable_params=0
+    )
     size = config["data"]["preprocess"]["size"]
     images = device.batch({"image": torch.rand(batch, 1, size, size)})["image"]
 
@@ -397,8 +438,15 @@ def profile_inference(config: dict, settings: StepSettings, *, batch: int, num_c
 # ------------------------------------------------------------------ data pipeline
 
 
-def profile_samplers(config: dict, settings: StepSettings, *, volumes_per_batch: int, finetune_batch: int,
-                     repeats: int = 20, seed: int = 0) -> list[StepResult]:
+def profile_samplers(
+    config: dict,
+    settings: StepSettings,
+    *,
+    volumes_per_batch: int,
+    finetune_batch: int,
+    repeats: int = 20,
+    seed: int = 0,
+) -> list[StepResult]:
     """Slices per second the samplers produce from arrays in memory (as after the cache is read).
 
     ``pretrain_sampler``: ``SliceStack.sample`` (indexing, gather) plus the move
@@ -418,10 +466,21 @@ def profile_samplers(config: dict, settings: StepSettings, *, volumes_per_batch:
 
     stack = SliceStack(synthetic_volumes(20, 10, size, seed), partitions)
     timer = Timer(sync)
-    timer.measure(lambda: device.batch(stack.sample(volumes_per_batch, draws, 0)), name="sample",
-                  warmup=2, repeats=repeats)
-    results.append(StepResult("data", "pretrain_sampler", volumes_per_batch * partitions,
-                              dict(timer.samples), list(timer.samples["sample"])))
+    timer.measure(
+        lambda: device.batch(stack.sample(volumes_per_batch, draws, 0)),
+        name="sample",
+        warmup=2,
+        repeats=repeats,
+    )
+    results.append(
+        StepResult(
+            "data",
+            "pretrain_sampler",
+            volumes_per_batch * partitions,
+            dict(timer.samples),
+            list(timer.samples["sample"]),
+        )
+    )
 
     labeled = LabeledSlices(synthetic_volumes(4, 10, size, seed, labels=True))
     timer = Timer(sync)
@@ -431,15 +490,33 @@ def profile_samplers(config: dict, settings: StepSettings, *, volumes_per_batch:
         return images.to(device.device), labels.to(device.device)
 
     timer.measure(finetune_sample, name="sample", warmup=2, repeats=repeats)
-    results.append(StepResult("data", "finetune_sampler", finetune_batch, dict(timer.samples),
-                              list(timer.samples["sample"])))
+    results.append(
+        StepResult(
+            "data",
+            "finetune_sampler",
+            finetune_batch,
+            dict(timer.samples),
+            list(timer.samples["sample"]),
+        )
+    )
 
     images = device.batch(stack.sample(volumes_per_batch, draws, 0))["image"]
     timer = Timer(sync)
-    timer.measure(lambda: (random_view(images, draws), random_view(images, draws)), name="sample",
-                  warmup=2, repeats=repeats)
-    results.append(StepResult("data", "pretrain_augment", volumes_per_batch * partitions,
-                              dict(timer.samples), list(timer.samples["sample"])))
+    timer.measure(
+        lambda: (random_view(images, draws), random_view(images, draws)),
+        name="sample",
+        warmup=2,
+        repeats=repeats,
+    )
+    results.append(
+        StepResult(
+            "data",
+            "pretrain_augment",
+            volumes_per_batch * partitions,
+            dict(timer.samples),
+            list(timer.samples["sample"]),
+        )
+    )
     return results
 
 

@@ -42,7 +42,11 @@ class Timer:
     [...]
     """
 
-    def __init__(self, synchronize: Callable[[], None] | None = None, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        synchronize: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.synchronize = synchronize or _no_sync
         self.clock = clock
         self.samples: dict[str, list[float]] = {}
@@ -62,7 +66,9 @@ class Timer:
             self._sync()
             self.samples.setdefault(name, []).append(self.clock() - start)
 
-    def measure(self, fn: Callable[[], object], *, name: str = "call", warmup: int = 1, repeats: int = 5) -> list[float]:
+    def measure(
+        self, fn: Callable[[], object], *, name: str = "call", warmup: int = 1, repeats: int = 5
+    ) -> list[float]:
         """Runs ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; returns the times."""
         for _ in range(warmup):
             fn()
@@ -78,7 +84,9 @@ class Timer:
         runs = [self.samples.get(name, []) for name in names]
         lengths = {len(r) for r in runs if r}
         if len(lengths) > 1:
-            raise ValueError(f"sections {names} ran unequal numbers of times: {[len(r) for r in runs]}")
+            raise ValueError(
+                f"sections {names} ran unequal numbers of times: {[len(r) for r in runs]}"
+            )
         count = lengths.pop() if lengths else 0
         return [sum(r[i] for r in runs if r) for i in range(count)]
 
@@ -148,7 +156,9 @@ class Contention:
         if busy is None or self._busy is None or self.wall_s <= 0:
             self.others_share = float("nan")
         else:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            cpus = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            )
             self.others_share = max(0.0, (busy - self._busy) - self.cpu_s) / (self.wall_s * cpus)
 
 

@@ -39,5 +39,8 @@ def _seeded():
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Saved runs carry the torch build and thread count next to pytest-benchmark's machine info."""
-    output_json["bench"] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                            "cuda": torch.version.cuda}
+    output_json["bench"] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+    }

@@ -23,8 +23,12 @@ TRAINED = [name for name, cls in available_methods().items() if cls.needs_pretra
 @pytest.mark.parametrize("name", TRAINED)
 def test_pretrain_step(benchmark, tiny_config, name):
     cfg = tiny_config["pretrain"]
-    method = available_methods()[name](build_unet(tiny_config["model"], out_channels=1),
-                                       cfg["methods"].get(name, {}), num_clients=2, client_id=0)
+    method = available_methods()[name](
+        build_unet(tiny_config["model"], out_channels=1),
+        cfg["methods"].get(name, {}),
+        num_clients=2,
+        client_id=0,
+    )
     optimizer = torch.optim.Adam(method.optimizer_parameters(), lr=cfg["lr"])
     size = tiny_config["data"]["preprocess"]["size"]
     stack = SliceStack(synthetic_volumes(10, 8, size, seed=0), cfg["partitions"])

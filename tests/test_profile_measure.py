@@ -288,6 +288,18 @@ def test_contention_reports_thread_time_and_others_share():
     assert load.involuntary_switches >= 0
 
 
+def test_contention_share_stays_a_share_when_ticks_overshoot(monkeypatch):
+    """/proc/stat counts 10 ms ticks: over a short block on a loaded machine the busy
+    seconds can exceed wall time x CPUs; the share is still at most 1."""
+    from bench.profile import timing
+
+    readings = iter([(100.0, 2), (100.5, 2)])  # 0.5 s busy during a block of a few ms
+    monkeypatch.setattr(timing, "_system_busy_seconds", lambda: next(readings))
+    with timing.Contention() as load:
+        pass
+    assert load.others_share == 1.0
+
+
 def test_allocator_tuning_is_reported(monkeypatch):
     import sys
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -91,16 +92,19 @@ class Timer:
         return [sum(r[i] for r in runs if r) for i in range(count)]
 
 
-def _system_busy_seconds() -> float | None:
-    """CPU seconds all processes spent busy since boot (Linux ``/proc/stat``), or None."""
+def _system_busy_seconds() -> tuple[float, int] | None:
+    """(CPU seconds all processes spent busy since boot, CPUs counted) from ``/proc/stat``,
+    or None off Linux. The seconds cover every CPU of the machine, not only this
+    process's affinity, so the count returned is the machine's."""
     try:
         with open("/proc/stat") as handle:
-            fields = handle.readline().split()[1:]
+            lines = handle.read().splitlines()
     except OSError:
         return None
-    ticks = [int(x) for x in fields]
+    ticks = [int(x) for x in lines[0].split()[1:]]
+    cpus = sum(1 for line in lines[1:] if re.match(r"cpu\d+ ", line)) or 1
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK"), cpus
 
 
 def thread_run_seconds() -> dict[int, float]:
@@ -156,10 +160,12 @@ class Contention:
         if busy is None or self._busy is None or self.wall_s <= 0:
             self.others_share = float("nan")
         else:
-            cpus = (
-                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            )
-            self.others_share = max(0.0, (busy - self._busy) - self.cpu_s) / (self.wall_s * cpus)
+            # /proc/stat counts in clock ticks (10 ms) and charges a tick to whoever runs
+            # when it fires, so over a short block the difference can exceed what the
+            # cores could do; a share is at most 1 (others kept every core busy).
+            (busy_end, cpus), (busy_start, _) = busy, self._busy
+            others = max(0.0, (busy_end - busy_start) - self.cpu_s)
+            self.others_share = min(1.0, others / (self.wall_s * cpus))
 
 
 @dataclass(frozen=True)

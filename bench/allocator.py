@@ -1,4 +1,5 @@
-"""CPU settings that raise the U-Net's FLOP/s (docs/PERFORMANCE.md), applied from inside the process.
+"""CPU settings that raise the U-Net's FLOP/s (docs/PERFORMANCE.md), applied from inside the
+process.
 
 ``tune_cpu_allocator``: glibc's malloc hands every freed block above its mmap
 threshold (128 KiB to 32 MiB, adaptive) back to the kernel, so each training

@@ -111,6 +111,6 @@ def random_rotation90(
     """Rotates each image by k * 90 degrees; returns the images and k in {0, 1, 2, 3}."""
     k = torch.randint(0, 4, (images.shape[0],), generator=generator)
     rotated = torch.stack(
-        [torch.rot90(img, int(turns), dims=(1, 2)) for img, turns in zip(images, k)]
+        [torch.rot90(img, int(turns), dims=(1, 2)) for img, turns in zip(images, k, strict=False)]
     )
     return rotated, k.to(images.device)

@@ -88,7 +88,7 @@ class Decoder(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        for up, skip in zip(self.ups, reversed(features[:-1])):
+        for up, skip in zip(self.ups, reversed(features[:-1]), strict=False):
             x = up(x, skip)
         return x
 

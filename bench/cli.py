@@ -57,7 +57,8 @@ def cmd_methods(args) -> int:
             print(f"{'':14s}   averaged across clients: {cls.shared_doc}")
             print(f"{'':14s}   kept on the client:      {cls.local_doc}")
             print(
-                f"{'':14s}   fine-tuning loads:       {', '.join(cls.pretrained_parts) or 'nothing'}"
+                f"{'':14s}   fine-tuning loads:       "
+                f"{', '.join(cls.pretrained_parts) or 'nothing'}"
             )
             for key, value in cls.defaults.items():
                 print(f"{'':14s}   {key} = {value!r}  ({cls.sources.get(key, 'no source given')})")

@@ -1,4 +1,5 @@
-"""`bench data ...`: make synthetic data, make a split, check a dataset folder, fill the preprocessing cache."""
+"""`bench data ...`: make synthetic data, make a split, check a dataset folder, fill the
+preprocessing cache."""
 
 from __future__ import annotations
 

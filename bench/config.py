@@ -41,7 +41,8 @@ def merge(base: dict, override: dict, where: tuple[str, ...] = ()) -> dict:
         if key not in base:
             known = ", ".join(sorted(base))
             raise ConfigError(
-                f"unknown option {'.'.join(path)!r}; known under {'.'.join(where) or 'top level'}: {known}"
+                f"unknown option {'.'.join(path)!r}; known under {'.'.join(where) or 'top level'}: "
+                f"{known}"
             )
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
@@ -107,7 +108,8 @@ def validate(config: dict) -> None:
     run = config["run"]
     if not isinstance(run["min_clients"], int) or run["min_clients"] < 0:
         raise ConfigError(
-            f"option run.min_clients={run['min_clients']!r}; expected an integer >= 0 (0: all clients)"
+            f"option run.min_clients={run['min_clients']!r}; expected an integer >= 0 (0: all "
+            "clients)"
         )
     flower = run["flower"]
     for key in ("workers", "cpus_per_client", "round_timeout"):
@@ -115,12 +117,14 @@ def validate(config: dict) -> None:
             raise ConfigError(f"option run.flower.{key}={flower[key]!r}; expected a number > 0")
     if not isinstance(flower["gpus_per_client"], (int, float)) or flower["gpus_per_client"] < 0:
         raise ConfigError(
-            f"option run.flower.gpus_per_client={flower['gpus_per_client']!r}; expected a number >= 0"
+            f"option run.flower.gpus_per_client={flower['gpus_per_client']!r}; expected a number "
+            ">= 0"
         )
     size, levels = config["data"]["preprocess"]["size"], len(config["model"]["widths"])
     if size % 2 ** (levels - 1):
         raise ConfigError(
-            f"data.preprocess.size={size} must be divisible by 2**{levels - 1} for a U-Net of {levels} levels"
+            f"data.preprocess.size={size} must be divisible by 2**{levels - 1} for a U-Net of "
+            f"{levels} levels"
         )
 
 

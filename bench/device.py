@@ -1,4 +1,5 @@
-"""Device placement, bf16 autocast, channels_last and the CPU allocator setting, from the run config."""
+"""Device placement, bf16 autocast, channels_last and the CPU allocator setting, from the run
+config."""
 
 from __future__ import annotations
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING
 
-_METHODS: dict[str, type] = {}
+if TYPE_CHECKING:
+    from bench.methods.base import PretrainMethod
+
+_METHODS: dict[str, type[PretrainMethod]] = {}
 
 
 class UnknownMethodError(ValueError):
     pass
 
 
-def register_method(cls: type) -> type:
+def register_method(cls: type[PretrainMethod]) -> type[PretrainMethod]:
     name = cls.name
     if name in _METHODS and _METHODS[name] is not cls:
         raise ValueError(

@@ -32,6 +32,7 @@ def regressions(measured: dict[str, float], baseline_path: Path) -> list[str]:
             problems.append(f"{method}: no result (baseline {expected:.3f})")
         elif measured[method] < expected - baseline["tolerance"]:
             problems.append(
-                f"{method}: mean Dice {measured[method]:.3f} < baseline {expected:.3f} - {baseline['tolerance']}"
+                f"{method}: mean Dice {measured[method]:.3f} < baseline {expected:.3f} - "
+                f"{baseline['tolerance']}"
             )
     return problems

@@ -61,7 +61,8 @@ class ResultStore:
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Methods x N mean Dice per fine-tuning mode: class means per patient, then mean over patients."""
+    """Methods x N mean Dice per fine-tuning mode: class means per patient, then mean over
+    patients."""
     if rows.empty:
         return pd.DataFrame()
     per_patient = rows.groupby(

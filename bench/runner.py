@@ -116,7 +116,8 @@ class Runner:
         path = source / "pretrained" / f"{method}-seed{seed}.pt"
         if not path.exists():
             raise FileNotFoundError(
-                f"{path}: pretrain.from_run has no pretrained {method} (seed {seed}); run it there first"
+                f"{path}: pretrain.from_run has no pretrained {method} (seed {seed}); run it there "
+                "first"
             )
         parts = torch_load(path)
         return [parts[i % len(parts)] for i in range(clients)]
@@ -206,7 +207,7 @@ class Runner:
             for volume in bundle.labeled(bundle.split.clients[client].test):
                 prediction = predict_volume(model, volume.image, task.device.device)
                 scores = dice_per_class(prediction, volume.label, bundle.num_classes)
-                for class_name, dice in zip(bundle.class_names, scores):
+                for class_name, dice in zip(bundle.class_names, scores, strict=False):
                     rows.append(
                         {
                             **metadata,

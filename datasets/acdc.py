@@ -81,7 +81,8 @@ def _nifti(folder: Path, stem: str) -> Path | None:
 
 
 def read_patient(folder: str | Path, subset: str) -> PatientRecord:
-    """One ``patientXXX`` folder: Info.cfg, ED/ES frames with ``_gt`` labels, optional ``_4d`` cine."""
+    """One ``patientXXX`` folder: Info.cfg, ED/ES frames with ``_gt`` labels, optional ``_4d``
+    cine."""
     folder = Path(folder)
     pid = folder.name
     info = parse_info(folder / "Info.cfg")

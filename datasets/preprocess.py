@@ -186,7 +186,8 @@ def _sha256(path: Path, memo: dict) -> str:
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    """An .npz written atomically; float arrays stored raw (noise hardly compresses), the rest deflated."""
+    """An .npz written atomically; float arrays stored raw (noise hardly compresses), the rest
+    deflated."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for name, array in arrays.items():

@@ -204,7 +204,7 @@ def _assign_like(ids, groups, train: list[list[str]], scheme, rng) -> list[list[
         [[sum((groups[p] or "") == g for p in c) for c in train] for g in _by_group(ids, groups)],
         dtype=float,
     )
-    for row, members in zip(held, _by_group(ids, groups).values()):
+    for row, members in zip(held, _by_group(ids, groups).values(), strict=False):
         perm = [str(p) for p in rng.permutation(members)]
         if row.sum() == 0:  # a group no client trains on: fill the emptiest clients
             for p in perm:

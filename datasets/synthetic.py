@@ -62,7 +62,7 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 def _smooth_noise(rng, shape, cell: int) -> np.ndarray:
     """Zero-mean, unit-ish smooth random field: coarse noise upsampled linearly."""
     coarse = rng.standard_normal([max(2, s // cell + 2) for s in shape]).astype(np.float32)
-    zoom = [s / c for s, c in zip(shape, coarse.shape)]
+    zoom = [s / c for s, c in zip(shape, coarse.shape, strict=False)]
     out = ndimage.zoom(coarse, zoom, order=1, grid_mode=True, mode="nearest")
     return out[tuple(slice(0, s) for s in shape)]
 
@@ -353,7 +353,7 @@ def _write_acdc(
 
 def _ellipsoid(grid, centre, radii, rot) -> np.ndarray:
     """Normalised squared distance (< 1 inside) of an oriented ellipsoid."""
-    q = [g - c for g, c in zip(grid, centre)]
+    q = [g - c for g, c in zip(grid, centre, strict=False)]
     total = 0
     for k in range(3):
         comp = q[0] * rot[0, k] + q[1] * rot[1, k] + q[2] * rot[2, k]
@@ -374,13 +374,13 @@ def _write_hvsmr_patient(
     sp_z = float(np.round(rng.uniform(0.65, 0.9), 4))
     shape = tuple(int(rng.integers(size_range[0], size_range[1] + 1)) for _ in range(3))
     spacing = (sp_z, sp_xy, sp_xy)  # (z, y, x)
-    fov = min(n * s for n, s in zip(shape, spacing))
+    fov = min(n * s for n, s in zip(shape, spacing, strict=False))
     s = scale if scale is not None else fov / 90.0
     grid = [
         ((np.arange(n, dtype=np.float32) - n / 2 + 0.5) * sp).reshape(
             [-1 if k == j else 1 for k in range(3)]
         )
-        for j, (n, sp) in enumerate(zip(shape, spacing))
+        for j, (n, sp) in enumerate(zip(shape, spacing, strict=False))
     ]
     rot = _rotation(rng)
     c = rng.normal(0, 4, 3) * s

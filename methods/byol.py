@@ -41,7 +41,8 @@ class BYOL(PretrainMethod):
     sources: ClassVar[dict] = {
         "momentum": "choice: 0.99 start of the cosine EMA schedule (BYOL: 0.996 for 1000 ImageNet "
         "epochs; runs here are a few hundred to a few thousand steps, lightly's short-run value)",
-        "momentum_end": "1.0, BYOL's cosine schedule to 1 (lightly.utils.scheduler.cosine_schedule, "
+        "momentum_end": "1.0, BYOL's cosine schedule to 1 "
+        "(lightly.utils.scheduler.cosine_schedule, "
         "stepped per round)",
         "hidden_dim": "choice: 512, BYOL's MLP (4096 for ResNet-50) scaled to the U-Net encoder",
         "projection_dim": "choice: 128, BYOL uses 256; 128 as the other heads here",
@@ -50,7 +51,10 @@ class BYOL(PretrainMethod):
     }
     local_state_prefixes = ("target_encoder.", "target_projection.")
     shared_doc = "online encoder, projector and predictor (and the target network if share_target)"
-    local_doc = "target encoder and projector (EMA of the online ones), BatchNorm step counters, optimiser state"
+    local_doc = (
+        "target encoder and projector (EMA of the online ones), BatchNorm step counters, "
+        "optimiser state"
+    )
 
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)

@@ -12,7 +12,8 @@ Loss for a query q (main-encoder feature of an augmented slice), Wu et al.
 2021, Eq. 1-2:
 
     L = l(q, Lambda(q), Q') + l(q, P(q), Q')
-    l(q, P, Q') = -1/|P| sum_{k+ in P} log( exp(q.k+/tau) / (exp(q.k+/tau) + sum_{n in N(q)} exp(q.n/tau)) )
+    l(q, P, Q') = -1/|P| sum_{k+ in P} log( exp(q.k+/tau)
+                  / (exp(q.k+/tau) + sum_{n in N(q)} exp(q.n/tau)) )
 
 - Q': K features drawn at random (with the step's generator) from the local
   and remote banks together;
@@ -107,7 +108,9 @@ class FCL(PretrainMethod):
         "so with 20 local steps a round the features sent are all from the current round",
         "momentum": "choice: 0.99, unstated in FCL; MoCo's 0.999 moves too slowly for the few "
         "hundred steps of a benchmark run",
-        "hidden_dim": "choice: 512, MoCo v2's 2-layer MLP head scaled to the 128-d U-Net bottleneck",
+        "hidden_dim": (
+            "choice: 512, MoCo v2's 2-layer MLP head scaled to the 128-d U-Net bottleneck"
+        ),
         "projection_dim": "128, MoCo v2 / SimCLR; unstated in FCL",
     }
     federation = "fedavg"
@@ -261,7 +264,8 @@ class FCL(PretrainMethod):
         )
         if features_t.shape[0] > capacity:
             raise ValueError(
-                f"method {self.name}: received {features_t.shape[0]} remote features, more than the "
+                f"method {self.name}: received {features_t.shape[0]} remote features, more than "
+                "the "
                 f"remote bank holds ({capacity} = bank_size x (num_clients - 1))"
             )
         n = features_t.shape[0]

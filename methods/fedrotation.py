@@ -1,4 +1,5 @@
-"""Rotation prediction (Gidaris et al., ICLR 2018), trained with FedAvg (FedRotation in Wu et al. 2021)."""
+"""Rotation prediction (Gidaris et al., ICLR 2018), trained with FedAvg (FedRotation in Wu et al.
+2021)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ Two stages, switched by round (``global_fraction`` of the rounds, then the rest)
    intensity-augmented views of every slice of the batch are embedded,
    z = g1(e(x)), and contrasted with cosine similarity over tau (Eq. 1-2):
 
-       l(x, x+) = -log( e^{sim(z, z+)/tau} / (e^{sim(z, z+)/tau} + sum_{x- in Lambda-(x)} e^{sim(z, z-)/tau}) )
+       l(x, x+) = -log( e^{sim(z, z+)/tau}
+                        / (e^{sim(z, z+)/tau} + sum_{x- in Lambda-(x)} e^{sim(z, z-)/tau}) )
        L_g = 1/|Lambda+| sum_{(x, x+) in Lambda+} l(x, x+)
 
    with the positive pairs Lambda+ and negative sets Lambda- of one strategy:
@@ -26,7 +27,9 @@ Two stages, switched by round (``global_fraction`` of the rounds, then the rest)
    projected to 128-d vectors (the official code's ``local_reg_size=1,
    wgt_en=1``). For a pair of maps (f, f+) and a region r (Eq. 3-4):
 
-       l(f, f+, r) = -log( e^{sim(f_r, f+_r)/tau} / (e^{sim(f_r, f+_r)/tau} + sum_{n in N(r)} e^{sim(f_r, f_n)/tau} + e^{sim(f_r, f+_n)/tau}) )
+       l(f, f+, r) = -log( e^{sim(f_r, f+_r)/tau}
+                           / (e^{sim(f_r, f+_r)/tau}
+                              + sum_{n in N(r)} e^{sim(f_r, f_n)/tau} + e^{sim(f_r, f+_n)/tau}) )
 
    N(r): the ``num_negatives`` regions nearest to r, taken from both maps.
    L^R pairs the two views of each slice; L^D also pairs each map with the
@@ -34,7 +37,8 @@ Two stages, switched by round (``global_fraction`` of the rounds, then the rest)
 
 The paper trains centrally; here the encoder, decoder and both heads are
 averaged with FedAvg. pretrained_parts: encoder and decoder (decoder blocks
-beyond ``decoder_blocks`` keep their initialisation: only d_l is pretrained, as in the official code).
+beyond ``decoder_blocks`` keep their initialisation: only d_l is pretrained,
+as in the official code).
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ def global_contrastive_loss(
     strategy: str,
     temperature: float,
 ) -> torch.Tensor:
-    """L_g of Chaitanya et al. 2020, Eq. 1-2, for embeddings z (2B, D) ordered as in ``global_masks``."""
+    """L_g of Chaitanya et al. 2020, Eq. 1-2, for embeddings z (2B, D) ordered as in
+    ``global_masks``."""
     z = F.normalize(z, dim=1)
     logits = z @ z.T / temperature
     pos, neg = global_masks(partitions, volumes, strategy)
@@ -113,7 +118,8 @@ def region_positions(height: int, width: int, num_regions: int) -> list[tuple[in
         )
     if height < REGION_SIZE + 1 or width < REGION_SIZE + 1:
         raise ValueError(
-            f"local feature map {height}x{width} is too small for {REGION_SIZE}x{REGION_SIZE} regions"
+            f"local feature map {height}x{width} is too small for {REGION_SIZE}x{REGION_SIZE} "
+            "regions"
         )
     ymax, xmax = height - REGION_SIZE, width - REGION_SIZE
     fractions = [(a, b) for a in (0, 0.5, 1) for b in (0, 0.5, 1)]
@@ -123,7 +129,8 @@ def region_positions(height: int, width: int, num_regions: int) -> list[tuple[in
 
 
 def nearest_regions(positions: list[tuple[int, int]], count: int) -> torch.Tensor:
-    """For each region, the ``count`` nearest other regions (the "nearby" negatives of the official code)."""
+    """For each region, the ``count`` nearest other regions (the "nearby" negatives of the official
+    code)."""
     if not 1 <= count < len(positions):
         raise ValueError(f"num_negatives: {count} must be in [1, {len(positions) - 1}]")
     pos = torch.tensor(positions, dtype=torch.float64)
@@ -187,14 +194,18 @@ class GlobalLocalContrastive(PretrainMethod):
         "average-pooled bottleneck (128-d) rather than the flattened map, so the head does not "
         "depend on the image size",
         "projection_dim": "128, Chaitanya et al. 2020",
-        "global_fraction": "choice: half of the rounds for the global stage, the rest for the local "
+        "global_fraction": "choice: half of the rounds for the global stage, the rest for the "
+        "local "
         "stage; the paper trains the stages one after the other with equal iteration counts "
         "(10,000 each in the official scripts)",
-        "decoder_blocks": "choice: 3 decoder blocks (a map at 1/4 of the input side, 48x48 at 192); "
-        "the official script's default --no_of_decoder_blocks is 1; capped at the U-Net's decoder depth",
+        "decoder_blocks": "choice: 3 decoder blocks (a map at 1/4 of the input side, 48x48 at "
+        "192); "
+        "the official script's default --no_of_decoder_blocks is 1; capped at the U-Net's decoder "
+        "depth",
         "num_regions": "13, the official code (--no_of_local_regions 13)",
         "num_negatives": "5 nearest regions from each of the two maps, official code",
-        "region_dim": "128, the dense layer on the flattened 3x3 region in the official code (wgt_en=1)",
+        "region_dim": "128, the dense layer on the flattened 3x3 region in the official code "
+        "(wgt_en=1)",
     }
     federation = "fedavg"
     pretrained_parts = ("encoder", "decoder")
@@ -206,11 +217,13 @@ class GlobalLocalContrastive(PretrainMethod):
         hp = self.hparams
         if hp["global_strategy"] not in GLOBAL_STRATEGIES:
             raise ValueError(
-                f"global_strategy: unknown {hp['global_strategy']!r}; expected one of {GLOBAL_STRATEGIES}"
+                f"global_strategy: unknown {hp['global_strategy']!r}; expected one of "
+                f"{GLOBAL_STRATEGIES}"
             )
         if hp["local_strategy"] not in LOCAL_STRATEGIES:
             raise ValueError(
-                f"local_strategy: unknown {hp['local_strategy']!r}; expected one of {LOCAL_STRATEGIES}"
+                f"local_strategy: unknown {hp['local_strategy']!r}; expected one of "
+                f"{LOCAL_STRATEGIES}"
             )
         if hp["decoder_blocks"] < 1:
             raise ValueError(f"decoder_blocks: {hp['decoder_blocks']} must be at least 1")
@@ -298,7 +311,7 @@ class GlobalLocalContrastive(PretrainMethod):
             features = self.unet.encoder(images)
         x = features[-1]
         skips = list(reversed(features[:-1]))
-        for up, skip in zip(self.unet.decoder.ups[: self.decoder_blocks], skips):
+        for up, skip in zip(self.unet.decoder.ups[: self.decoder_blocks], skips, strict=False):
             x = up(x, skip)
         return self.local_head(x)
 

@@ -53,7 +53,10 @@ class MoCo(PretrainMethod):
     # NTXentLoss keeps its queue in `memory_bank.bank` / `memory_bank.bank_ptr`.
     local_state_prefixes = ("momentum_encoder.", "momentum_projection.", "criterion.memory_bank.")
     shared_doc = "query encoder and its projection head"
-    local_doc = "momentum encoder and its head (EMA of the query networks), queue of negatives, optimiser state"
+    local_doc = (
+        "momentum encoder and its head (EMA of the query networks), queue of negatives, "
+        "optimiser state"
+    )
 
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)

@@ -80,7 +80,8 @@ def align_to_view(
 def masked_byol_loss(
     prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Mean of BYOL's ``2 - 2 cos`` (Grill et al. Eq. 2) over the valid positions of (B, C, H, W) maps.
+    """Mean of BYOL's ``2 - 2 cos`` (Grill et al. Eq. 2) over the valid positions of (B, C, H, W)
+    maps.
 
     Returns 0 when no position is valid (views without overlap).
     """

@@ -1,4 +1,5 @@
-"""SwAV (Caron et al., NeurIPS 2020), trained with FedAvg (FedSwAV, a baseline of Wu et al. 2021)."""
+"""SwAV (Caron et al., NeurIPS 2020), trained with FedAvg (FedSwAV, a baseline of Wu et al.
+2021)."""
 
 from __future__ import annotations
 

@@ -136,7 +136,8 @@ def client_scores(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarise(clients: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (ddof 1) across clients, with the numbers of clients and (client, fold) pairs."""
+    """Mean and std (ddof 1) across clients, with the numbers of clients and (client, fold)
+    pairs."""
     keys = [c for c in clients.columns if c not in ("client", "dice")]
     table = clients.groupby(keys)["dice"].agg(mean="mean", std="std", n_clients="count")
     table["n_pairs"] = pairs.groupby(keys)["dice"].count()

@@ -63,7 +63,8 @@ def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> lis
                 Note(
                     "Result rows exist, but no Dice value (every class absent or NaN)."
                     if in_rows
-                    else "No results yet: the run's configuration asks for this experiment; none of its units has finished."
+                    else "No results yet: the run's configuration asks for this experiment; none "
+                    "of its units has finished."
                 )
             )
             continue
@@ -151,7 +152,7 @@ def qualitative_section(runs: list[Run], out: Path, enabled: bool) -> Section:
     for run in runs:
         try:
             found, note = qualitative_figures(run.path, name=run.name)
-        except Exception as error:  # noqa: BLE001 - a figure must not sink the report
+        except Exception as error:  # a figure must not sink the report
             found, note = (
                 [],
                 f"{run.path}: qualitative figure skipped ({type(error).__name__}: {error}).",
@@ -204,7 +205,7 @@ def summary_frame(analysis: Analysis) -> pd.DataFrame:
         name = matching_table(experiment)
         if name is not None:
             published = fcl_table(name).dropna(subset=["method"]).set_index(["method", "n"])
-            keys = list(zip(own["variant"], own["n_labeled"]))
+            keys = list(zip(own["variant"], own["n_labeled"], strict=False))
             own["published_wu2021_mean"] = [published["mean"].get(k) for k in keys]
             own["published_wu2021_std"] = [published["std"].get(k) for k in keys]
             own["difference_vs_published"] = own["mean"] - own["published_wu2021_mean"]

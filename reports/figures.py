@@ -1,4 +1,5 @@
-"""The report's figures (seaborn on matplotlib's object API, no pyplot state), saved as PNG and SVG."""
+"""The report's figures (seaborn on matplotlib's object API, no pyplot state), saved as PNG and
+SVG."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def save(figure: MplFigure, out_dir: Path, slug: str, title: str, caption: str =
 
 
 def palette(methods: list[str]) -> dict[str, tuple]:
-    return dict(zip(methods, sns.color_palette("tab10", n_colors=max(len(methods), 1))))
+    return dict(
+        zip(methods, sns.color_palette("tab10", n_colors=max(len(methods), 1)), strict=False)
+    )
 
 
 def dice_vs_n(analysis: Analysis, experiment: Experiment) -> MplFigure:
@@ -110,7 +113,7 @@ def class_boxes(analysis: Analysis, experiment: Experiment) -> MplFigure:
         analysis.classes(experiment),
     )
     figure, axes = themed(max(3.2 * len(n_values), 5.0), 3.8, ncols=len(n_values), sharey=True)
-    for ax, n in zip(axes[0], n_values):
+    for ax, n in zip(axes[0], n_values, strict=False):
         with (
             sns.axes_style(STYLE["style"]),
             sns.plotting_context(STYLE["context"]),
@@ -147,7 +150,7 @@ def loss_curves(losses: pd.DataFrame, title: str) -> MplFigure:
     ncols = min(4, len(methods))
     nrows = math.ceil(len(methods) / ncols)
     figure, axes = themed(3.2 * ncols, 2.6 * nrows, ncols=ncols, nrows=nrows)
-    for ax, method in zip(axes.flat, methods):
+    for ax, method in zip(axes.flat, methods, strict=False):
         own = losses[losses["method"] == method].copy()
         own["seed"] = "seed " + own["seed"].astype(str)
         hue = "seed" if own["seed"].nunique() > 1 else None
@@ -187,7 +190,7 @@ def profile_bars(frame: pd.DataFrame, title: str) -> MplFigure | None:
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     figure, axes = themed(3.6 * ncols, 3.4 * nrows, ncols=ncols, nrows=nrows)
-    for ax, metric in zip(axes.flat, metrics):
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         with sns.axes_style(STYLE["style"]), sns.plotting_context(STYLE["context"]):
             sns.barplot(
                 data=data.dropna(subset=[metric]), x=label, y=metric, hue=hue, ax=ax, errorbar=None

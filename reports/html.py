@@ -20,7 +20,8 @@ table { border-top: 2px solid #222; border-bottom: 2px solid #222; }
 tbody tr:nth-child(even) { background: #f4f4f4; }
 p.note { font-size: 0.8em; color: #555; margin: 0.1em 0; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { font-size: 0.85em; color: #444; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
+figcaption { font-size: 0.85em; color: #444; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 .published { color: #7a4b00; }
 """
 
@@ -54,7 +55,8 @@ def table_html(table: Table) -> str:
     body = ["<tr>" + "".join(cell_html(c) for c in row) + "</tr>" for row in table.rows]
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
     return (
-        f'<div class="table" id="{table.slug}"><table{css} data-slug="{table.slug}"><caption>{html.escape(table.title)}</caption>'
+        f'<div class="table" id="{table.slug}"><table{css} '
+        f'data-slug="{table.slug}"><caption>{html.escape(table.title)}</caption>'
         f"<thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>{notes}</div>"
     )
 
@@ -65,7 +67,8 @@ def figure_html(figure: Figure) -> str:
         f" — {html.escape(figure.caption)}" if figure.caption else ""
     )
     return (
-        f'<figure id="{figure.slug}" data-slug="{figure.slug}"><img alt="{html.escape(figure.title)}" '
+        f'<figure id="{figure.slug}" data-slug="{figure.slug}"><img '
+        f'alt="{html.escape(figure.title)}" '
         f'src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
     )
 
@@ -78,7 +81,8 @@ def block_html(block) -> str:
     if isinstance(block, Note):
         return f"<p>{html.escape(block.text)}</p>"
     if isinstance(block, Code):
-        return f"<details><summary>{html.escape(block.title)}</summary><pre>{html.escape(block.text)}</pre></details>"
+        summary = f"<summary>{html.escape(block.title)}</summary>"
+        return f"<details>{summary}<pre>{html.escape(block.text)}</pre></details>"
     raise TypeError(f"unknown block {type(block).__name__}")
 
 
@@ -96,6 +100,7 @@ def report_html(report: Report) -> str:
     )
     body = "\n".join(section_html(s) for s in report.sections)
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta '
+        f'charset="utf-8"><title>{html.escape(report.title)}</title>'
         f"<style>{STYLE}</style></head><body><h1>{html.escape(report.title)}</h1><nav><ul>{toc}</ul></nav>\n{body}\n</body></html>\n"
     )

@@ -48,7 +48,8 @@ def block_markdown(block) -> str:
     if isinstance(block, Note):
         return block.text + "\n"
     if isinstance(block, Code):
-        return f"<details><summary>{block.title}</summary>\n\n```\n{block.text.rstrip()}\n```\n\n</details>\n"
+        code = f"```\n{block.text.rstrip()}\n```"
+        return f"<details><summary>{block.title}</summary>\n\n{code}\n\n</details>\n"
     raise TypeError(f"unknown block {type(block).__name__}")
 
 

@@ -27,12 +27,16 @@ def data_root(run: Run) -> str:
     synthetic = data.get("synthetic") or {}
     if not synthetic:
         return MISSING
-    return f"{run.path / 'data' / ('synthetic-' + str(synthetic.get('layout')))} (synthetic, seed {synthetic.get('seed')})"
+    folder = run.path / "data" / ("synthetic-" + str(synthetic.get("layout")))
+    return f"{folder} (synthetic, seed {synthetic.get('seed')})"
 
 
 def run_record(run: Run) -> dict:
     rows, config = run.rows, run.config or {}
-    get = lambda column: rows[column].unique() if column in rows else []
+
+    def get(column):
+        return rows[column].unique() if column in rows else []
+
     pretrain = config.get("pretrain", {})
     return {
         "run": str(run.path),

@@ -121,7 +121,8 @@ def qualitative_figures(
     if not models:
         return (
             [],
-            f"{run_dir}: no fine-tuned models saved (models/ is absent or empty); no qualitative figure.",
+            f"{run_dir}: no fine-tuned models saved (models/ is absent or empty); no qualitative "
+            "figure.",
         )
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     if bundle is None:
@@ -130,7 +131,10 @@ def qualitative_figures(
         bundle = prepare_data(config, run_dir, progress=False)
     out = []
     for (mode, n), by_method in models.items():
-        title = f"{name or run_dir.name}: test slices of client 0, {mode} fine-tuning, N={n} (fold 0 model)"
+        title = (
+            f"{name or run_dir.name}: test slices of client 0, {mode} fine-tuning, "
+            f"N={n} (fold 0 model)"
+        )
         slug = f"qualitative-{re.sub(r'[^A-Za-z0-9]+', '-', name or run_dir.name)}-{mode}-n{n}"
         out.append((slug, title, grid(config, bundle, by_method, title, n_slices)))
     return out, None

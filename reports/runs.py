@@ -155,7 +155,8 @@ def load_runs(paths) -> tuple[list[Run], pd.DataFrame, list[str]]:
     copies = rows.duplicated(subset=ROW_KEY, keep="first")
     if copies.any():
         notes.append(
-            f"{int(copies.sum())} result rows appear in more than one run folder; the first copy is used."
+            f"{int(copies.sum())} result rows appear in more than one run folder; the first copy "
+            "is used."
         )
         rows = rows[~copies].reset_index(drop=True)
     return runs, rows, notes

@@ -19,8 +19,10 @@ LEGEND = (
     f"{MIN_WILCOXON} pairs, paired t-test with {MIN_TTEST} to {MIN_WILCOXON - 1}, no test below)."
 )
 CELL_NOTE = (
-    "Mean Dice ± std across clients; each client's Dice is its mean over folds of the mean over its test "
-    "volumes (patients × frames) and foreground classes. Bold: best of the column, underlined: second."
+    "Mean Dice ± std across clients; each client's Dice is its mean over folds of the mean over "
+    "its test "
+    "volumes (patients × frames) and foreground classes. Bold: best of the column, underlined: "
+    "second."
 )
 MISSING_NOTE = f"{MISSING}: no result (not run, or not finished); nothing is filled in."
 PARTIAL_NOTE = (
@@ -150,7 +152,8 @@ def detail_table(analysis: Analysis, experiment: Experiment) -> Table:
                 f"{MISSING} with one client)."
             ),
             (
-                "p-values: two-sided, paired over (client, fold), the test in brackets (identical: all "
+                "p-values: two-sided, paired over (client, fold), the test in brackets (identical: "
+                "all "
                 "differences zero; n/a: too few pairs). Best: the method with the highest mean."
             ),
         ],
@@ -191,7 +194,8 @@ def comparison_table(analysis: Analysis, experiment: Experiment, name: str) -> T
         group_columns=["Method"] + ["measured", WU, "Δ"] * len(n_values),
         notes=[
             (
-                f"Measured: this benchmark ({experiment.detail}). Published: copied from Wu et al. 2021, "
+                f"Measured: this benchmark ({experiment.detail}). Published: copied from Wu et al. "
+                "2021, "
                 f"{FCL_TITLES[name]}; not measured here. Δ = measured − published (mean Dice)."
             ),
             MISSING_NOTE,
@@ -218,7 +222,8 @@ def published_table(name: str) -> Table:
         rows=rows,
         notes=[
             (
-                "Mean Dice ± std across clients, as printed in the paper (Wu et al. 2021). No run of this "
+                "Mean Dice ± std across clients, as printed in the paper (Wu et al. 2021). No run "
+                "of this "
                 "report follows the matching protocol (preset 'paper'), so they stand alone."
             )
         ],
@@ -240,7 +245,8 @@ def chaitanya_table() -> Table:
         rows=rows,
         notes=[
             (
-                "Fixed 20-patient test set and other preprocessing: a different protocol from every preset, "
+                "Fixed 20-patient test set and other preprocessing: a different protocol from "
+                "every preset, "
                 "so shown alone, never beside measured numbers."
             )
         ],

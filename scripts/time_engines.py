@@ -1,4 +1,5 @@
-"""Time per round of one federated pretraining task in-process, under Flower's simulation and on loopback.
+"""Time per round of one federated pretraining task in-process, under Flower's simulation and on
+loopback.
 
 The task is the tiny preset's pretraining (widths 8-64 at 64 px, 5 local steps of
 4 volumes x 4 partitions per client and round) on the synthetic volumes of
@@ -20,12 +21,10 @@ import time
 from pathlib import Path
 
 from bench.federated import simulation
-from bench.federated.deployment import (
-    LocalFederation,
-    write_app_dir,
-)
+from bench.federated.deployment import write_app_dir
 from bench.federated.engine import run_task
 from bench.federated.jobs import write_job
+from bench.federated.loopback import LocalFederation
 from bench.federated.testing import build_synthetic_task, synthetic_spec
 
 SITES = 2
@@ -70,7 +69,8 @@ def time_deployment(
             status = fed.wait_run(fed.submit(app, job), timeout=1800)
             if status != "finished:completed":
                 raise RuntimeError(
-                    f"deployment run with {rounds} rounds ended {status}:\n{fed.log('superlink')[-3000:]}"
+                    f"deployment run with {rounds} rounds ended "
+                    f"{status}:\n{fed.log('superlink')[-3000:]}"
                 )
             times[rounds] = time.perf_counter() - begin
     return times, startup

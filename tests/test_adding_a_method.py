@@ -16,7 +16,9 @@ GUIDE = Path(__file__).resolve().parent.parent / "docs" / "ADDING_A_METHOD.md"
 def test_the_guides_example_registers_and_trains(tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", GUIDE.read_text(), re.DOTALL).group(1)
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
-    exec(compile(code, str(GUIDE), "exec"), {"__name__": "bench.methods.denoise_example"})  # noqa: S102 - the guide's own code
+    exec(
+        compile(code, str(GUIDE), "exec"), {"__name__": "bench.methods.denoise_example"}
+    )  # the guide's own code
     assert "denoise_example" in registry._METHODS
 
     monkeypatch.setattr(registry, "_import_all_methods", lambda: None)

@@ -108,7 +108,7 @@ def test_cache_hit_does_not_decode_nifti(acdc, tmp_path, monkeypatch):
     second = load_volumes(acdc, SMALL, tmp_path, progress=False, include_cine=True)
     for pid, vols in first.items():
         assert [v.phase for v in vols] == [v.phase for v in second[pid]]
-        for a, b in zip(vols, second[pid]):
+        for a, b in zip(vols, second[pid], strict=False):
             assert np.array_equal(a.image, b.image)
 
 

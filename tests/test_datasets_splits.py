@@ -80,7 +80,9 @@ def test_group_scheme_is_non_iid():
     per_client = [{groups[p] for p in c.pretrain} for c in group_split.clients]
     assert all(len(g) == 1 for g in per_client)
     assert max(len({groups[p] for p in c.pretrain}) for c in iid_split.clients) >= 3
-    for c, g in zip(group_split.clients, per_client):  # test patients follow the groups
+    for c, g in zip(
+        group_split.clients, per_client, strict=False
+    ):  # test patients follow the groups
         assert {groups[p] for p in c.test} == g
 
 

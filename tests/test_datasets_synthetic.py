@@ -100,7 +100,7 @@ def test_deterministic(tmp_path):
     a = write_synthetic(tmp_path / "a", "acdc", seed=7, **kw)
     b = write_synthetic(tmp_path / "b", "acdc", seed=7, **kw)
     c = write_synthetic(tmp_path / "c", "acdc", seed=8, **kw)
-    for ra, rb, rc in zip(read_acdc(a), read_acdc(b), read_acdc(c)):
+    for ra, rb, rc in zip(read_acdc(a), read_acdc(b), read_acdc(c), strict=False):
         ia, ib = load_image(ra.frames[0].image_path)[0], load_image(rb.frames[0].image_path)[0]
         assert np.array_equal(ia, ib)
         ic = load_image(rc.frames[0].image_path)[0]

@@ -14,14 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.federated.deployment import (
-    LocalFederation,
-    make_supernode_key,
-    node_config,
-    write_app_dir,
-)
+from bench.federated.certificates import make_supernode_key
+from bench.federated.deployment import write_app_dir
 from bench.federated.engine import run_task
 from bench.federated.jobs import write_job
+from bench.federated.loopback import LocalFederation, node_config
 from bench.federated.testing import build_synthetic_task, synthetic_spec
 from bench.io import torch_load
 

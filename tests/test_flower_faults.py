@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+import tomllib
 
 import pytest
 import torch
 from flwr.app import Context, MessageType, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 
 from bench.config import ConfigError, load_config
 from bench.federated import apps
-from bench.federated.deployment import APP_PYPROJECT
+from bench.federated.deployment import write_app_dir
 from bench.federated.engine import run_task
 from bench.federated.grid import InProcessGrid
 from bench.federated.strategy import ClientFailure, summarize
@@ -19,12 +22,7 @@ from bench.federated.testing import build_synthetic_task, synthetic_spec
 CLIENTS = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _task(tmp_path, name, *, method="simclr", faults=None, min_clients=0, rounds=3):
@@ -42,10 +40,13 @@ def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_flower_app_folder_matches_deploy_pyproject():
-    assert (
-        Path(__file__).resolve().parents[1] / "deploy" / "pyproject.toml"
-    ).read_text() == APP_PYPROJECT
+def test_the_app_folder_names_the_installed_apps(tmp_path):
+    """The shipped app's pyproject.toml (package data) points at bench's ClientApp and ServerApp."""
+    app = tomllib.loads((write_app_dir(tmp_path / "app") / "pyproject.toml").read_text())
+    components = app["tool"]["flwr"]["app"]["components"]
+    for kind, target in (("serverapp", ServerApp), ("clientapp", ClientApp)):
+        module, name = components[kind].split(":")
+        assert isinstance(getattr(importlib.import_module(module), name), target)
 
 
 def test_min_clients_and_timeout_options_are_validated():
@@ -58,7 +59,8 @@ def test_min_clients_and_timeout_options_are_validated():
 
 def test_summaries_take_the_message_out_of_runtime_wrapping():
     ray_reason = (
-        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()"
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:"
+        "<'\x1b[36mray::ClientAppActor.run()"
         "\x1b[39m (pid=1)\n  File x\nRuntimeError: boom\n\nException ClientAppException occurred. "
         "Message: boom at client 1'>"
     )
@@ -105,7 +107,8 @@ def test_too_few_replies_stop_and_a_restart_resumes_to_the_uninterrupted_result(
 
 
 def test_missing_reply_counts_as_a_timeout_failure(tmp_path, monkeypatch):
-    """A reply that never comes (a grid that drops client 0's round-2 reply) is a failure, not a hang."""
+    """A reply that never comes (a grid that drops client 0's round-2 reply) is a failure, not a
+    hang."""
     task = _task(tmp_path, "timeout", min_clients=2, rounds=2)
     original = InProcessGrid._deliver
 

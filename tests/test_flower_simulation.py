@@ -1,4 +1,5 @@
-"""run.engine=flower: the same apps under Flower's simulation runtime (Ray) give the in-process results.
+"""run.engine=flower: the same apps under Flower's simulation runtime (Ray) give the in-process
+results.
 
 Every test here shares one run folder, so Ray and its two workers start once
 (tens of seconds on 2 cores) and are reused by the later tests.
@@ -22,9 +23,9 @@ CLIENTS = 3
 
 
 @pytest.fixture(scope="module")
-def run_root(tmp_path_factory):
+def run_root(tmp_path_factory, one_thread):
+    # one_thread: as the workers (run.threads=1 in the synthetic config)
     root = tmp_path_factory.mktemp("flower-sim")
-    torch.set_num_threads(1)  # as the workers (run.threads=1 in the synthetic config)
     yield root
     simulation.shutdown_ray()
 
@@ -139,7 +140,8 @@ def test_too_few_replies_stop_with_a_clear_message_and_a_restart_resumes(run_roo
 
 
 def test_server_killed_after_clients_trained_resumes_and_matches(run_root, monkeypatch):
-    """The server dies in round 3 after every client saved its state for it; the restart replays round 3."""
+    """The server dies in round 3 after every client saved its state for it; the restart replays
+    round 3."""
     original = BenchFedAvg.aggregate_train
 
     def crash_in_round_3(self, server_round, replies):

@@ -30,13 +30,7 @@ STEPS = 30
 FLOOR = 0.3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is about as fast, and avoids oversubscription in parallel runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def disks_and_rings(n: int, rng: np.random.Generator, size: int = 64) -> torch.Tensor:
@@ -63,7 +57,8 @@ def spread(vectors: torch.Tensor) -> float:
 
 
 def effective_rank(vectors: torch.Tensor) -> float:
-    """exp(entropy) of the singular values of the centred, L2-normalised vectors (Roy & Vetterli 2007)."""
+    """exp(entropy) of the singular values of the centred, L2-normalised vectors (Roy & Vetterli
+    2007)."""
     unit = F.normalize(vectors, dim=1)
     values = torch.linalg.svdvals(unit - unit.mean(dim=0))
     p = values / values.sum()

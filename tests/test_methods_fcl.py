@@ -21,7 +21,8 @@ def _unit(n: int, d: int, seed: int) -> torch.Tensor:
 
 
 def _l(q, positives, negatives, tau):
-    """Wu et al. 2021, Eq. 1, term by term: -1/|P| sum_k+ log(e^{q.k+/t} / (e^{q.k+/t} + sum_n e^{q.n/t}))."""
+    """Wu et al. 2021, Eq. 1, term by term: -1/|P| sum_k+ log(e^{q.k+/t} / (e^{q.k+/t} + sum_n
+    e^{q.n/t}))."""
     if not positives:
         return 0.0
     total = 0.0
@@ -69,7 +70,7 @@ def test_loss_terms_equal_explicit_loops():
     assert bank_terms[5] == 0.0 and local_terms[5] == 0.0
     assert float(out["bank"]) == pytest.approx(np.mean(bank_terms), rel=1e-5)
     assert float(out["local"]) == pytest.approx(np.mean(local_terms), rel=1e-5)
-    expected = np.mean([b + loc for b, loc in zip(bank_terms, local_terms)])
+    expected = np.mean([b + loc for b, loc in zip(bank_terms, local_terms, strict=False)])
     assert float(out["loss"]) == pytest.approx(expected, rel=1e-5)
 
 
@@ -127,7 +128,7 @@ def test_exchange_round_fills_every_remote_bank_and_replaces_old_features():
                 _batch(seed=10 + step + m.client_id), torch.Generator().manual_seed(step)
             )
     _exchange(methods)
-    for m, old in zip(methods, first_round):
+    for m, old in zip(methods, first_round, strict=False):
         n = int(m.remote_count)
         assert n == 2 * 16  # two other clients, full local banks of 16
         new = m.remote_features[:n]

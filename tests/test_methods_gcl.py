@@ -1,4 +1,5 @@
-"""Global/local contrastive learning (Chaitanya et al. 2020): positive/negative sets, losses, stages."""
+"""Global/local contrastive learning (Chaitanya et al. 2020): positive/negative sets, losses,
+stages."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def test_global_positive_and_negative_sets_match_direct_computation(strategy):
 def test_gd_minus_excludes_same_partition_other_volume_slices_from_negatives():
     pos, neg = global_masks(PARTITIONS, VOLUMES, "GD-")
     gr_pos, gr_neg = global_masks(PARTITIONS, VOLUMES, "GR")
-    # Slice 0 (partition 0, volume 0) and slice 2 (partition 0, volume 1): a negative pair in G^R only.
+    # Slice 0 (partition 0, volume 0) and slice 2 (partition 0, volume 1): a negative pair in G^R
+    # only.
     for a, b in [(0, 2), (0, 2 + B), (0 + B, 4), (2, 0)]:
         assert gr_neg[a, b] and not neg[a, b] and not pos[a, b]
     # Other partitions stay negatives; the positives are those of G^R.
@@ -214,6 +216,7 @@ def test_engine_order_optimiser_built_before_begin_round_trains_each_stage():
         after = method.unet.state_dict()
         moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
         assert trained in moved and frozen not in moved, (round_index, moved)
-    # The optimiser's state reloads into a fresh method's optimiser (same parameter list every round).
+    # The optimiser's state reloads into a fresh method's optimiser (same parameter list every
+    # round).
     fresh = _method(decoder_blocks=2)
     torch.optim.Adam(fresh.optimizer_parameters(), lr=1e-2).load_state_dict(optimizer.state_dict())

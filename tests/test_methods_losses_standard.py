@@ -49,7 +49,7 @@ def test_rotation_criterion_is_cross_entropy_on_hand_made_logits():
     expected = -np.mean(
         [
             np.log(np.exp(row[k]) / np.exp(row).sum())
-            for row, k in zip(logits.numpy(), labels.numpy())
+            for row, k in zip(logits.numpy(), labels.numpy(), strict=False)
         ]
     )
     assert method.criterion(logits, labels).item() == pytest.approx(expected, rel=1e-6)
@@ -66,7 +66,7 @@ def test_rotation_step_is_cross_entropy_of_the_rotation_labels(augment):
     generator = seeded(3)
     base = random_view(x, generator)[0] if augment else x
     rotated, k = random_rotation90(base, generator)
-    for image, source, turns in zip(rotated, base, k):
+    for image, source, turns in zip(rotated, base, k, strict=False):
         assert torch.equal(image, torch.rot90(source, int(turns), dims=(1, 2)))
     logits = method.classifier(method.unet.encoder.embed(rotated))
     expected = F.cross_entropy(logits, k)

@@ -51,7 +51,8 @@ def test_flip_aligns_back_everywhere():
 
 
 def test_random_views_of_a_smooth_map_align_on_their_overlap():
-    """Two random crops/rotations/flips of one map: B aligned into A's frame matches A where valid."""
+    """Two random crops/rotations/flips of one map: B aligned into A's frame matches A where
+    valid."""
     generator = torch.Generator().manual_seed(0)
     original = _smooth_map(6, 4, 128)
     theta_a = random_affine_theta(6, generator)

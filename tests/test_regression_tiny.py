@@ -6,9 +6,12 @@ fine-tuning units are covered by test_run_end_to_end). Every registered method
 must produce rows and each one in the baseline must keep its mean Dice.
 
 Refresh the baseline after an intended change with
-`python -m bench.cli run --methods all --preset tiny --set finetune.modes=[federated] --set split.n_values=[4] --out runs/tiny-regression`
-and
-`python -c "from bench.regression import *; from bench.results import ResultStore; save_baseline('tests/baselines/tiny_dice.json', method_means(ResultStore('runs/tiny-regression').load()))"`.
+
+    python -m bench.cli run --methods all --preset tiny --set finetune.modes=[federated] \\
+        --set split.n_values=[4] --out runs/tiny-regression
+    python -c "from bench.regression import *; from bench.results import ResultStore; \\
+        save_baseline('tests/baselines/tiny_dice.json', \\
+        method_means(ResultStore('runs/tiny-regression').load()))"
 """
 
 import subprocess

@@ -1,4 +1,5 @@
-"""End to end: tiny synthetic ACDC pretraining, HVSMR-layout transfer fine-tuning, then `bench report`."""
+"""End to end: tiny synthetic ACDC pretraining, HVSMR-layout transfer fine-tuning, then `bench
+report`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The written report: HTML page holding every table and figure, real images, LaTeX, Markdown, CSV."""
+"""The written report: HTML page holding every table and figure, real images, LaTeX, Markdown,
+CSV."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def test_html_embeds_every_table_and_figure(written):
     for table in tables:
         assert f'data-slug="{table.slug}"' in page
     embedded = re.findall(
-        r'<figure id="([^"]+)" data-slug="[^"]+"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"',
+        r'<figure id="([^"]+)" data-slug="[^"]+"><img alt="[^"]*" '
+        r'src="data:image/png;base64,([^"]+)"',
         page,
     )
     assert {slug for slug, _ in embedded} == {f.slug for f in figures}

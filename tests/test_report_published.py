@@ -1,4 +1,5 @@
-"""Published numbers: beside measured ones only when the protocol matches, always labelled, never mixed."""
+"""Published numbers: beside measured ones only when the protocol matches, always labelled, never
+mixed."""
 
 from __future__ import annotations
 
@@ -77,8 +78,8 @@ def test_comparison_beside_measured_with_difference():
             mean = summary.loc[(method, n), "mean"]
             assert measured.text.startswith(f"{mean:.3f}")
             assert (
-                pub.text
-                == f"{published.loc[(method, n), 'mean']:.3f} ± {published.loc[(method, n), 'std']:.3f}"
+                pub.text == f"{published.loc[(method, n), 'mean']:.3f} ± "
+                f"{published.loc[(method, n), 'std']:.3f}"
             )
             assert delta.text == f"{mean - published.loc[(method, n), 'mean']:+.3f}"
     # Methods not measured here stay missing on the measured side.
@@ -114,7 +115,7 @@ def test_published_alone_is_labelled():
     fcl = csv[(csv.experiment == "transfer_acdc_to_hvsmr") & (csv.method == "FCL")]
     row = next(r for r in table.rows if r[0].text == "FCL (fcl)")
     assert [c.text for c in row[1:]] == [
-        f"{m:.3f} ± {s:.3f}" for m, s in zip(fcl.dice_mean, fcl.dice_std)
+        f"{m:.3f} ± {s:.3f}" for m, s in zip(fcl.dice_mean, fcl.dice_std, strict=False)
     ]
 
 

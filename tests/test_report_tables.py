@@ -1,4 +1,5 @@
-"""Report tables: every number against a direct pandas computation; emphasis, marks, missing cells."""
+"""Report tables: every number against a direct pandas computation; emphasis, marks, missing
+cells."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_every_cell_equals_direct_computation(rows, analysis, mode):
     checked = 0
     for row in table.rows:
         method = row[0].text
-        for cell, n in zip(row[1:], (1, 4)):
+        for cell, n in zip(row[1:], (1, 4), strict=False):
             mean, std, _ = by_hand(rows, method, mode, n)
             if math.isnan(mean):
                 assert cell.text == MISSING
@@ -98,7 +99,7 @@ def test_per_class_cells_equal_direct_computation(rows, analysis):
     for class_name in ("RV", "Myo", "LV"):
         table = class_table(analysis, exp, class_name)
         for row in table.rows:
-            for cell, n in zip(row[1:], (1, 4)):
+            for cell, n in zip(row[1:], (1, 4), strict=False):
                 mean, std, _ = by_hand(rows, row[0].text, "local", n, class_name=class_name)
                 assert parse(cell.plain)[:2] == (round(mean, 3), round(std, 3))
 
@@ -110,7 +111,7 @@ def test_bold_best_underline_second(analysis):
             cells = [row[col] for row in table.rows]
             means = [parse(c.plain)[0] if c.text != MISSING else -1 for c in cells]
             distinct = sorted({m for m in means if m >= 0}, reverse=True)
-            for cell, mean in zip(cells, means):
+            for cell, mean in zip(cells, means, strict=False):
                 assert cell.bold == (mean == distinct[0])
                 assert cell.underline == (len(distinct) > 1 and mean == distinct[1])
     exp = experiment(analysis, "acdc", "local")
@@ -215,7 +216,7 @@ def test_transfer_table(rows, analysis):
     assert table.columns == ["Method", "M=1", "M=2"] and "Transfer ACDC → HVSMR" in table.title
     assert analysis.classes(exp) == ["Myocardium", "BloodPool"]
     for row in table.rows:
-        for cell, m in zip(row[1:], (1, 2)):
+        for cell, m in zip(row[1:], (1, 2), strict=False):
             mean, std, _ = by_hand(rows, row[0].text, "local", m, dataset="hvsmr")
             assert parse(cell.plain)[:2] == (round(mean, 3), round(std, 3))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import cast
 
 from flwr.app import (
     ArrayRecord,
@@ -63,9 +64,9 @@ def train(msg: Message, context: Context) -> Message:
         for key, record in msg.content.array_records.items()
         if key.startswith(FORWARDED_PREFIX) and int(key.removeprefix(FORWARDED_PREFIX)) != partition
     }
-    round_index = int(msg.content["config"]["round-index"])
+    round_index = int(cast(int, msg.content.config_records["config"]["round-index"]))
     result = task.train_round(
-        partition, round_index, record_to_state(msg.content["arrays"]), payloads
+        partition, round_index, record_to_state(msg.content.array_records["arrays"]), payloads
     )
     content = RecordDict(
         {
@@ -82,7 +83,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     task = task_for(_job(context))
     num_examples, metrics = task.validate(
-        _partition(context), record_to_state(msg.content["arrays"])
+        _partition(context), record_to_state(msg.content.array_records["arrays"])
     )
     return Message(
         RecordDict({"metrics": MetricRecord({"num-examples": num_examples, **metrics})}),
@@ -114,10 +115,13 @@ def map_nodes_to_partitions(grid: Grid, expected: int, wait: float = 0.0) -> dic
             raise RuntimeError(
                 f"node {reply.metadata.src_node_id} did not say its partition: {reply.error.reason}"
             )
-        mapping[reply.metadata.src_node_id] = int(reply.content["metrics"]["partition-id"])
+        mapping[reply.metadata.src_node_id] = int(
+            cast(int, reply.content.metric_records["metrics"]["partition-id"])
+        )
     if sorted(mapping.values()) != list(range(expected)):
         raise RuntimeError(
-            f"expected one node for each partition 0..{expected - 1}, nodes reported {sorted(mapping.values())} "
+            f"expected one node for each partition 0..{expected - 1}, nodes reported "
+            f"{sorted(mapping.values())} "
             f"(waited {wait:g} s); check each SuperNode's --node-config partition-id"
         )
     return mapping
@@ -135,7 +139,7 @@ def fault_settings(task) -> tuple[int, float]:
 @server_app.main()
 def serve(grid: Grid, context: Context) -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    task = task_for(context.run_config["job"])
+    task = task_for(str(context.run_config["job"]))
     checkpoint = ServerCheckpoint(Path(task.work_dir) / "server")
     min_replies, timeout = fault_settings(task)
     strategy = BenchFedAvg(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.federated.records import (
     arrays_to_record,
@@ -19,8 +20,10 @@ class ServerCheckpoint:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.history: list[dict] = []
-        self.best: dict | None = None  # {"round", "score", "state"} when the task validates
-        self.last_state = None
+        self.best: dict[str, Any] | None = (
+            None  # {"round", "score", "state"} when the task validates
+        )
+        self.last_state: dict[str, Any] | None = None
         self.failures: list[dict] = []
 
     def _path(self, round_number: int) -> Path:

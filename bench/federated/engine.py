@@ -25,13 +25,14 @@ def run_task(task, run_cfg: dict) -> dict:
 
 
 def run_in_process(task) -> dict:
-    """Trains ``task`` for all its rounds (resuming from its last round) and returns the final state."""
+    """Trains ``task`` for all its rounds (resuming from its last round) and returns the final
+    state."""
     work_dir = Path(task.work_dir)
     final = work_dir / "server" / "final.pt"
     if not final.exists():
         job_path = write_job(work_dir / "job.json", task.spec())
         register_task(job_path, task)
-        run_config = {"job": str(job_path)}
+        run_config: dict[str, bool | float | int | str] = {"job": str(job_path)}
         grid = InProcessGrid(client_app, task.num_clients, run_config)
         context = Context(
             run_id=1,

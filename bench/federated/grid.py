@@ -67,7 +67,7 @@ class InProcessGrid(Grid):
         context = self.contexts[message.metadata.dst_node_id]
         try:
             return self.client_app(message, context)
-        except Exception as error:  # noqa: BLE001 - any client failure becomes an error reply
+        except Exception as error:  # any client failure becomes an error reply
             reason = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
             return Message(Error(code=CLIENT_APP_ERROR, reason=reason), reply_to=message)
 

@@ -237,6 +237,7 @@ def run_simulation(task, run_cfg: dict) -> dict:
         )
     if not final.exists():
         raise RuntimeError(
-            f"{work_dir}: the Flower simulation ended without finishing the task (see the log above)"
+            f"{work_dir}: the Flower simulation ended without finishing the task (see the log "
+            "above)"
         )
     return load_final(work_dir)

@@ -12,12 +12,23 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from logging import WARNING
+from typing import Any
 
-from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from bench.federated.records import record_bytes
+
+# What a RecordDict holds under one key.
+RecordItem = ArrayRecord | MetricRecord | ConfigRecord
 
 PAYLOAD_KEY = "payload"
 FORWARDED_PREFIX = "payload-from-"
@@ -64,7 +75,7 @@ class BenchFedAvg(FedAvg):
         self.aggregate = aggregate
         self.validates = validates
         self.min_replies = min_replies
-        self.payloads: dict[int, RecordDict] = {}
+        self.payloads: dict[int, RecordItem] = {}
         self.round_offset = 0
         self.last_validation: dict | None = None
         self.last_train_metrics: dict[int, dict] = {}
@@ -74,7 +85,7 @@ class BenchFedAvg(FedAvg):
         self._asked: set[int] = set()  # partitions sent a message this round
 
     def _nodes_in_order(self) -> list[int]:
-        return sorted(self.node_partitions, key=self.node_partitions.get)
+        return sorted(self.node_partitions, key=lambda node: self.node_partitions[node])
 
     def _partition(self, message: Message) -> int:
         return self.node_partitions[message.metadata.src_node_id]
@@ -111,13 +122,14 @@ class BenchFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message], stage: str
     ) -> list[Message]:
         """Valid replies in partition order; error replies and missing replies become failures."""
-        valid, failed = [], []
+        valid: list[Message] = []
+        failed: list[Message] = []
         for reply in replies:
             if reply.metadata.src_node_id not in self.node_partitions:
                 continue  # a node that joined after the partitions were mapped
             (failed if reply.has_error() else valid).append(reply)
         round_number = self.round_offset + server_round
-        new_failures = [
+        new_failures: list[dict[str, Any]] = [
             {
                 "round": round_number,
                 "stage": stage,

@@ -1,4 +1,5 @@
-"""The ``bench profile`` command: ``add_profile_command(subparsers)`` joins it to ``bench``'s CLI."""
+"""The ``bench profile`` command: ``add_profile_command(subparsers)`` joins it to ``bench``'s
+CLI."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "profile",
-        help="throughput, step-time split, FLOP/s, memory and bytes per round of each method's step",
+        help=(
+            "throughput, step-time split, FLOP/s, memory and bytes per round of each method's step"
+        ),
         description=(
             "Times each method's pretraining step (forward, backward, optimizer, momentum update, "
             "payload exchange), the fine-tuning step, inference and the samplers; counts FLOPs; "
@@ -94,7 +97,8 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
         "--study",
         choices=STUDIES,
         help="instead of the profile, run a study of docs/PERFORMANCE.md: 'unet' (what "
-        "lowers the U-Net's FLOP/s), 'unet-ab' (the recommended settings interleaved), 'engine' (federated engine overhead), "
+        "lowers the U-Net's FLOP/s), 'unet-ab' (the recommended settings interleaved), 'engine' "
+        "(federated engine overhead), "
         "'client-state' (per-client state size, many clients)",
     )
     parser.add_argument(
@@ -138,7 +142,8 @@ def cmd_profile(args) -> int:
 
     config, preset = _config(args)
     norm_impl = args.norm_impl or config["model"].get("norm_kernel", "native")
-    # The U-Net studies' variants are relative to torch's kernel; everything else builds what it profiles.
+    # The U-Net studies' variants are relative to torch's kernel; everything else builds what it
+    # profiles.
     config["model"]["norm_kernel"] = "native" if args.study in ("unet", "unet-ab") else norm_impl
     if config["run"].get("tune_malloc", False) if args.tune_malloc is None else args.tune_malloc:
         from bench.allocator import tune_cpu_allocator
@@ -182,7 +187,8 @@ def cmd_profile(args) -> int:
     peak = result.matmul["peak_flops_per_s"]
     thread_peak = result.matmul.get("peak_thread_flops_per_s", float("nan"))
     print(
-        f"\nfp32 matmul peak: {peak / 1e9:.1f} GFLOP/s wall, {thread_peak / 1e9:.1f} GFLOP/s by busiest-thread "
+        f"\nfp32 matmul peak: {peak / 1e9:.1f} GFLOP/s wall, {thread_peak / 1e9:.1f} GFLOP/s by "
+        "busiest-thread "
         "time (best of before/after); "
         f"{result.environment['device_name']}, {result.settings['threads']} threads, torch "
         f"{result.environment['torch']}, CUDA {result.environment['cuda_build']}"

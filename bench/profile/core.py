@@ -224,7 +224,12 @@ def result_row(
     if "backward" in s:
         row["backward_s"] = _median(s["backward"])
         row["optimizer_s"] = _median(
-            [a + b for a, b in zip(s.get("zero_grad", [0.0] * len(s["optimizer"])), s["optimizer"])]
+            [
+                a + b
+                for a, b in zip(
+                    s.get("zero_grad", [0.0] * len(s["optimizer"])), s["optimizer"], strict=False
+                )
+            ]
         )
     if "after_step" in s:
         row["after_step_s"] = _median(s["after_step"])
@@ -243,7 +248,8 @@ def result_row(
 
 
 def attach_data_pipeline(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sampler throughput against each step's consumption; a step whose sampler is slower is data-bound.
+    """Sampler throughput against each step's consumption; a step whose sampler is slower is
+    data-bound.
 
     The training loops sample synchronously, between steps, so ``data_ratio`` (sampler slices/s
     over step slices/s) below 1 means the data takes longer than the model.
@@ -296,7 +302,7 @@ def format_table(frame: pd.DataFrame) -> str:
             "extra ms": frame.after_step_s.map(ms),
             "pay out/in ms": [
                 f"{ms(a)}/{ms(b)}" if not (pd.isna(a) and pd.isna(b)) else "-"
-                for a, b in zip(frame.payload_out_s, frame.payload_in_s)
+                for a, b in zip(frame.payload_out_s, frame.payload_in_s, strict=False)
             ],
             "GFLOP/step": (frame.flops_per_step / 1e9).map(lambda x: num(x, "{:.2f}")),
             "GFLOP/s": (frame.achieved_flops_per_s / 1e9).map(num),
@@ -307,7 +313,10 @@ def format_table(frame: pd.DataFrame) -> str:
             "mem MiB": [
                 _mb(p) if k == "cuda_max_allocated" else _mb(g)
                 for p, g, k in zip(
-                    frame.peak_memory_bytes, frame.memory_growth_bytes, frame.memory_kind
+                    frame.peak_memory_bytes,
+                    frame.memory_growth_bytes,
+                    frame.memory_kind,
+                    strict=False,
                 )
             ],
             "params": frame.params.map(lambda x: num(x, "{:,.0f}")),
@@ -317,7 +326,7 @@ def format_table(frame: pd.DataFrame) -> str:
             "data x": frame.data_ratio.map(lambda x: num(x, "{:.1f}")),
             "note": [
                 ("DATA-BOUND " if b is True else "") + (n if isinstance(n, str) else "")
-                for b, n in zip(frame.data_bound, frame.note)
+                for b, n in zip(frame.data_bound, frame.note, strict=False)
             ],
         }
     )
@@ -387,7 +396,8 @@ def _run_profile(
         ),
     }
     log(
-        f"profile {profile_id}: device {device} ({env['device_name']}), {torch.get_num_threads()} threads, "
+        f"profile {profile_id}: device {device} ({env['device_name']}), {torch.get_num_threads()} "
+        "threads, "
         f"load average {env['load_average']}"
     )
     before = matmul_peak(device, size=matmul_size)
@@ -443,7 +453,8 @@ def _run_profile(
     busy = [x for x in (before["others_cpu_share"], after["others_cpu_share"]) if not math.isnan(x)]
     if busy and max(busy) > 0.2:
         log(
-            f"note: other processes used {100 * max(busy):.0f}% of the CPU while measuring; wall times are "
+            f"note: other processes used {100 * max(busy):.0f}% of the CPU while measuring; wall "
+            "times are "
             "inflated -- see the *_thread columns (busiest-thread run time), and run with "
             "OMP_WAIT_POLICY=PASSIVE on a shared machine"
         )

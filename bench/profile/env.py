@@ -85,5 +85,5 @@ def _nvidia_driver() -> str | None:
             if out.returncode == 0 and out.stdout.strip()
             else None
         )
-    except Exception:  # noqa: BLE001 - optional information
+    except Exception:  # optional information
         return None

@@ -40,7 +40,8 @@ def conv2d_flops(
     out_hw: tuple[int, int],
     groups: int = 1,
 ) -> int:
-    """Forward FLOPs of a 2D convolution: 2 x output elements x (in_channels / groups) x kernel area."""
+    """Forward FLOPs of a 2D convolution: 2 x output elements x (in_channels / groups) x kernel
+    area."""
     return (
         2 * batch * out_channels * math.prod(out_hw) * (in_channels // groups) * math.prod(kernel)
     )

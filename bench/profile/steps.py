@@ -79,7 +79,8 @@ class StepResult:
 
 
 def compile_blocks(module: nn.Module) -> int:
-    """``torch.compile`` in place on each of the U-Net's ``TwoConv`` blocks (conv, norm, activation x 2).
+    """``torch.compile`` in place on each of the U-Net's ``TwoConv`` blocks (conv, norm, activation
+    x 2).
 
     Blocks rather than the whole network: methods call ``encoder.embed`` and
     ``encoder.forward`` directly, which ``Module.compile`` would not reach;
@@ -126,7 +127,8 @@ def tensor_bytes(tensors: dict) -> int:
 def synthetic_volumes(
     count: int, depth: int, size: int, seed: int = 0, *, labels: bool = False, num_classes: int = 4
 ):
-    """Random float32 volumes (Z, H, W) of the preprocessed shape; with labels, Volume-like objects."""
+    """Random float32 volumes (Z, H, W) of the preprocessed shape; with labels, Volume-like
+    objects."""
     rng = np.random.default_rng(seed)
     depths = [max(1, depth + int(d)) for d in rng.integers(-2, 3, size=count)]
     images = [rng.random((z, size, size), dtype=np.float32) for z in depths]

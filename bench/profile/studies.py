@@ -106,7 +106,9 @@ def paired_timing(
     best_peak = max(p["peak"] for p in pairs)
     ratios = [flops / p["step_s"] / p["peak"] for p in pairs]
     quiet = [
-        r for r, p in zip(ratios, pairs) if max(p["others_step"], p["others_mm"]) < quiet_share
+        r
+        for r, p in zip(ratios, pairs, strict=False)
+        if max(p["others_step"], p["others_mm"]) < quiet_share
     ]
     thread_ratios = [flops / p["step_thread_s"] / p["peak_thread"] for p in pairs]
     thread_steps = [p["step_thread_s"] for p in pairs]
@@ -132,7 +134,8 @@ def paired_timing(
 
 
 def thread_peak(mm_size: int = 2048, calls: int = 5) -> dict:
-    """fp32 matmul FLOP/s at the current thread count: best wall time and best busiest-thread time."""
+    """fp32 matmul FLOP/s at the current thread count: best wall time and best busiest-thread
+    time."""
     a, b = torch.randn(mm_size, mm_size), torch.randn(mm_size, mm_size)
     out = torch.empty(mm_size, mm_size)
     torch.mm(a, b, out=out)
@@ -373,7 +376,8 @@ def unet_study(
         "variants": [],
     }
     log(
-        f"U-Net study: widths {config['model']['widths']}, {report['image_size']} px, batch {batch}, "
+        f"U-Net study: widths {config['model']['widths']}, {report['image_size']} px, batch "
+        f"{batch}, "
         f"{threads} threads, load {load_average()}"
     )
     for variant in variants:
@@ -385,12 +389,13 @@ def unet_study(
             for _ in range(2 if variant.get("compile") else 1):
                 step()  # warm-up (compilation)
             measured = paired_timing(step, flops, repeats=repeats)
-        except Exception as error:  # noqa: BLE001 - a variant that fails is a finding, not the end
+        except Exception as error:  # a variant that fails is a finding, not the end
             report["variants"].append(
                 {"variant": variant["name"], "error": f"{type(error).__name__}: {error}"[:500]}
             )
             log(
-                f"  {variant['name']:55s} failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                f"  {variant['name']:55s} failed: {type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200]}"
             )
             continue
         finally:
@@ -413,9 +418,11 @@ def unet_study(
         report["variants"].append(entry)
         log(
             f"  {variant['name']:55s} step {measured['step_s']:.3f}s  "
-            f"{measured['achieved_flops_per_s'] / 1e9:6.1f} GFLOP/s  ratio {measured['ratio']:.1%}  "
+            f"{measured['achieved_flops_per_s'] / 1e9:6.1f} GFLOP/s  ratio {measured['ratio']:.1%} "
+            " "
             f"paired {measured['ratio_paired']:.1%} quiet {measured['ratio_quiet']:.1%} "
-            f"({measured['quiet_pairs']}/{repeats}) | busiest thread {measured['step_thread_s']:.3f}s "
+            f"({measured['quiet_pairs']}/{repeats}) | busiest thread "
+            f"{measured['step_thread_s']:.3f}s "
             f"ratio {measured['ratio_thread']:.1%} | others {measured['others_share_median']:.0%}"
         )
     if breakdown:
@@ -428,11 +435,13 @@ def unet_study(
         report["conv_layers"] = conv_layer_efficiency(config, batch)
     lines = [
         (
-            f"U-Net training step, widths {config['model']['widths']} at {report['image_size']} px, "
+            f"U-Net training step, widths {config['model']['widths']} at {report['image_size']} "
+            "px, "
             f"batch {batch} ({threads} threads, {report['environment']['cpu_model']}):"
         ),
         (
-            f"{'variant':58s} {'step s':>8s} {'GFLOP/s':>8s} {'%peak':>7s} {'paired':>7s} {'quiet':>7s} "
+            f"{'variant':58s} {'step s':>8s} {'GFLOP/s':>8s} {'%peak':>7s} {'paired':>7s} "
+            f"{'quiet':>7s} "
             f"{'thread s':>8s} {'thread':>7s} {'others':>7s}"
         ),
     ]
@@ -442,7 +451,8 @@ def unet_study(
             continue
         lines.append(
             f"{v['variant']:58s} {v['step_s']:8.3f} {v['achieved_flops_per_s'] / 1e9:8.1f} "
-            f"{100 * v['ratio']:6.1f}% {100 * v['ratio_paired']:6.1f}% {100 * v['ratio_quiet']:6.1f}% "
+            f"{100 * v['ratio']:6.1f}% {100 * v['ratio_paired']:6.1f}% "
+            f"{100 * v['ratio_quiet']:6.1f}% "
             f"{v['step_thread_s']:8.3f} {100 * v['ratio_thread']:6.1f}% "
             f"{100 * v['others_share_median']:6.0f}%"
         )
@@ -483,7 +493,8 @@ def _engine_config(
 
 
 class InMemoryPretrainTask:
-    """Mixin for ``PretrainTask``: keeps each client's method and optimiser in memory between rounds.
+    """Mixin for ``PretrainTask``: keeps each client's method and optimiser in memory between
+    rounds.
 
     The change proposed for the in-process engine: ``restore`` takes the live
     objects instead of building the method and reading the previous round's
@@ -703,7 +714,8 @@ def engine_overhead_study(
     root = Path(work_dir or tempfile.mkdtemp(prefix="bench-engine-"))
     log(
         f"engine study: {method}, {clients} clients x {rounds} rounds x {local_steps} steps "
-        f"({total_steps} steps), widths {config['model']['widths']} at {size} px, load {load_average()}"
+        f"({total_steps} steps), widths {config['model']['widths']} at {size} px, load "
+        f"{load_average()}"
     )
     runs = {"federated": [], "centralized": [], "in_memory": [], "bare": []}
     for trial in range(trials):
@@ -784,32 +796,40 @@ def engine_overhead_study(
     }
     lines = [
         (
-            f"{method}: {clients} clients x {rounds} rounds x {local_steps} local steps = {total_steps} steps, "
-            f"widths {config['model']['widths']} at {size} px, batch {report['volumes_per_batch']} volumes"
+            f"{method}: {clients} clients x {rounds} rounds x {local_steps} local steps = "
+            f"{total_steps} steps, "
+            f"widths {config['model']['widths']} at {size} px, batch {report['volumes_per_batch']} "
+            "volumes"
         ),
         (
-            f"  federated {best['federated']:.1f}s, centralized (1 client, same steps) {best['centralized']:.1f}s, "
-            f"plain loop {best['bare']:.1f}s, federated with clients kept in memory {best['in_memory']:.1f}s"
+            f"  federated {best['federated']:.1f}s, centralized (1 client, same steps) "
+            f"{best['centralized']:.1f}s, "
+            f"plain loop {best['bare']:.1f}s, federated with clients kept in memory "
+            f"{best['in_memory']:.1f}s"
         ),
         (
             f"  overhead: {100 * report['overhead_vs_centralized']:.1f}% vs centralized, "
             f"{100 * report['overhead_vs_bare']:.1f}% vs the plain loop; in memory: "
-            f"{100 * report['in_memory_overhead_vs_centralized']:.1f}% / {100 * report['in_memory_overhead_vs_bare']:.1f}%"
+            f"{100 * report['in_memory_overhead_vs_centralized']:.1f}% / "
+            f"{100 * report['in_memory_overhead_vs_bare']:.1f}%"
         ),
         (
-            f"  CPU time: federated {best_cpu['federated']:.1f}s, centralized {best_cpu['centralized']:.1f}s, plain "
+            f"  CPU time: federated {best_cpu['federated']:.1f}s, centralized "
+            f"{best_cpu['centralized']:.1f}s, plain "
             f"{best_cpu['bare']:.1f}s, in memory {best_cpu['in_memory']:.1f}s: overhead "
             f"{100 * report['cpu_overhead_vs_centralized']:.1f}% vs centralized, in memory "
             f"{100 * report['cpu_in_memory_overhead_vs_centralized']:.1f}%"
         ),
         (
-            f"  per client-round: {1e3 * per_client_round:.0f} ms of engine work against {1e3 * step_s:.1f} ms per step: "
+            f"  per client-round: {1e3 * per_client_round:.0f} ms of engine work against "
+            f"{1e3 * step_s:.1f} ms per step: "
             f"<= 5% needs >= {report['breakeven_local_steps_for_5pct']:.0f} local steps per round"
         ),
         (
             f"  attributed by cProfile (engine functions only, compute cancels): federated "
             f"{100 * attributed['federated']['overhead']:.1f}% over centralized "
-            f"({1e3 * attributed['federated']['per_client_round_s']:.0f} ms per client-round), clients in memory "
+            f"({1e3 * attributed['federated']['per_client_round_s']:.0f} ms per client-round), "
+            "clients in memory "
             f"{100 * attributed['in_memory']['overhead']:.1f}% "
             f"({1e3 * attributed['in_memory']['per_client_round_s']:.0f} ms)"
         ),
@@ -916,7 +936,8 @@ def client_state_study(
     report["server_payload_bytes"] = clients * full_payload
     log(
         f"{method} with {clients} clients: state {report['state_bytes'] / 2**20:.1f} MiB "
-        f"(shared {report['shared_bytes'] / 2**20:.1f}, client-only {report['local_bytes'] / 2**20:.1f}), "
+        f"(shared {report['shared_bytes'] / 2**20:.1f}, client-only "
+        f"{report['local_bytes'] / 2**20:.1f}), "
         f"optimiser {report['optimizer_bytes'] / 2**20:.1f} MiB, file {file_bytes / 2**20:.1f} MiB"
     )
     if run_round:
@@ -962,30 +983,38 @@ def client_state_study(
     fits_live = report["memory_if_all_clients_live"] < budget
     lines = [
         f"{method}, {clients} clients, widths {cfg['model']['widths']}:",
-        f"  per client: state {report['state_bytes'] / 2**20:.1f} MiB (shared {report['shared_bytes'] / 2**20:.1f} MiB, "
+        f"  per client: state {report['state_bytes'] / 2**20:.1f} MiB (shared "
+        f"{report['shared_bytes'] / 2**20:.1f} MiB, "
         f"client-only {report['local_bytes'] / 2**20:.1f} MiB: "
         + ", ".join(
             f"{p} {b / 2**20:.1f}" for p, b in sorted(by_prefix.items(), key=lambda kv: -kv[1])
         )
-        + f"), Adam moments {report['optimizer_bytes'] / 2**20:.1f} MiB, state file {file_bytes / 2**20:.1f} MiB",
+        + f"), Adam moments {report['optimizer_bytes'] / 2**20:.1f} MiB, state file "
+        f"{file_bytes / 2**20:.1f} MiB",
         (
-            f"  all {clients} clients live in memory: {report['memory_if_all_clients_live'] / 2**30:.2f} GiB "
-            f"({'fits' if fits_live else 'does not fit'} in {budget_gib:g} GiB); on disk (2 files each): "
-            f"{report['disk_bytes_all_clients'] / 2**30:.2f} GiB; server-held payloads {report['server_payload_bytes'] / 2**20:.1f} MiB"
+            f"  all {clients} clients live in memory: "
+            f"{report['memory_if_all_clients_live'] / 2**30:.2f} GiB "
+            f"({'fits' if fits_live else 'does not fit'} in {budget_gib:g} GiB); on disk (2 files "
+            "each): "
+            f"{report['disk_bytes_all_clients'] / 2**30:.2f} GiB; server-held payloads "
+            f"{report['server_payload_bytes'] / 2**20:.1f} MiB"
         ),
     ]
     if run_round:
         r = report["round"]
         lines.append(
-            f"  measured: {r['clients']} clients x 2 rounds at {r['image_size']} px: peak RSS growth "
-            f"{r['peak_rss_growth'] / 2**20:.0f} MiB (process peak {r['peak_rss'] / 2**30:.2f} GiB), work folder "
+            f"  measured: {r['clients']} clients x 2 rounds at {r['image_size']} px: peak RSS "
+            "growth "
+            f"{r['peak_rss_growth'] / 2**20:.0f} MiB (process peak {r['peak_rss'] / 2**30:.2f} "
+            "GiB), work folder "
             f"{r['work_dir_bytes'] / 2**30:.2f} GiB, {r['seconds']:.0f} s"
         )
     report["summary"] = "\n".join(lines)
     return report
 
 
-# ---------------------------------------------------------------- interleaved A/B of the U-Net settings
+# ---------------------------------------------------------------- interleaved A/B of the U-Net
+# settings
 
 AB_VARIANTS = [
     {"name": "as built (InstanceNorm2d, glibc malloc defaults)"},
@@ -1040,7 +1069,8 @@ def unet_ab_study(
         for _ in range(2 if v.get("compile") else 1):
             built[index][0]()
     log(
-        f"U-Net A/B: widths {config['model']['widths']} at {config['data']['preprocess']['size']} px, batch {batch}, "
+        f"U-Net A/B: widths {config['model']['widths']} at {config['data']['preprocess']['size']} "
+        f"px, batch {batch}, "
         f"{torch.get_num_threads()} threads, {rounds} rounds, load {load_average()}"
     )
     for r in range(rounds):
@@ -1068,7 +1098,7 @@ def unet_ab_study(
     tune_cpu_allocator(**GLIBC_DEFAULTS)
     peak = max(mm_flops / rec["mm_s"] for recs in records.values() for rec in recs)
     rows = []
-    for v, (_, flops, _) in zip(variants, built):
+    for v, (_, flops, _) in zip(variants, built, strict=False):
         recs = records[v["name"]]
         step = statistics.median(rec["step_s"] for rec in recs)
         rows.append(
@@ -1098,10 +1128,12 @@ def unet_ab_study(
     lines = [
         (
             f"U-Net step (fine-tuning: DiceCE + Adam), widths {config['model']['widths']} at "
-            f"{config['data']['preprocess']['size']} px, batch {batch}, {torch.get_num_threads()} threads; "
+            f"{config['data']['preprocess']['size']} px, batch {batch}, {torch.get_num_threads()} "
+            "threads; "
             f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (best of {3 * rounds * len(variants)})"
         ),
-        f"{'setting':48s} {'step ms':>8s} {'IQR':>6s} {'GFLOP/s':>8s} {'%peak':>7s} {'paired':>7s} {'others':>7s}",
+        f"{'setting':48s} {'step ms':>8s} {'IQR':>6s} {'GFLOP/s':>8s} {'%peak':>7s} {'paired':>7s} "
+        f"{'others':>7s}",
     ]
     for row in rows:
         lines.append(

@@ -1,4 +1,5 @@
-"""Data hot paths: preprocessing one synthetic volume, SliceStack sampling, the fine-tuning sampler."""
+"""Data hot paths: preprocessing one synthetic volume, SliceStack sampling, the fine-tuning
+sampler."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from bench.sampling import SliceStack
 
 @pytest.fixture(scope="module")
 def acdc_frame(tmp_path_factory):
-    """One synthetic ACDC patient at the real sizes (a few hundred px, 6-21 slices): its ED frame."""
+    """One synthetic ACDC patient at the real sizes (a few hundred px, 6-21 slices): its ED
+    frame."""
     from bench.datasets.acdc import read_acdc
 
     root = write_synthetic(

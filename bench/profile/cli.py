@@ -207,21 +207,21 @@ def _study(args, config, settings, out: Path) -> int:
     if config["run"]["threads"]:
         torch.set_num_threads(int(config["run"]["threads"]))
     if args.study == "unet":
-        from bench.profile.studies import unet_study
+        from bench.profile.studies.unet import unet_study
 
         report = unet_study(config, settings, batch=args.batch, repeats=args.repeats)
     elif args.study == "unet-ab":
-        from bench.profile.studies import unet_ab_study
+        from bench.profile.studies.unet_ab import unet_ab_study
 
         report = unet_ab_study(config, batch=args.batch, rounds=args.repeats, log=lambda text: None)
     elif args.study == "engine":
-        from bench.profile.studies import engine_overhead_study
+        from bench.profile.studies.engine_overhead import engine_overhead_study
 
         report = engine_overhead_study(
             config, args.methods if args.methods != "all" else "simclr", clients=args.clients or 10
         )
     else:
-        from bench.profile.studies import client_state_study
+        from bench.profile.studies.client_state import client_state_study
 
         report = client_state_study(
             config, args.methods if args.methods != "all" else "fcl", clients=args.clients or 100

@@ -1,13 +1,24 @@
-"""Configuration: defaults, presets and overrides, validated against the defaults."""
+"""Configuration: defaults, presets and overrides, checked against the typed schema.
+
+The options and their defaults are ``presets/default.yaml``; their types, ranges and
+allowed values are ``bench.config_schema`` (a test keeps the two equal).
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import yaml
+from yaml.representer import SafeRepresenter
+
+from bench.config_schema import Config, Range, Section
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 # Sections whose keys are free-form (per-method hyper-parameters).
@@ -16,6 +27,10 @@ OPEN_SECTIONS = {("pretrain", "methods")}
 
 class ConfigError(ValueError):
     pass
+
+
+# A configuration saved with yaml.safe_dump is written as the plain mapping it is.
+yaml.SafeDumper.add_multi_representer(Section, SafeRepresenter.represent_dict)
 
 
 def available_presets() -> list[str]:
@@ -64,7 +79,8 @@ def parse_override(text: str) -> dict:
     return value
 
 
-def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the preset, then ``KEY=VALUE`` overrides; checked against the schema."""
     config = _read_yaml("default")
     if preset is not None:
         if preset not in available_presets():
@@ -78,54 +94,124 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
     for text in overrides:
         config = merge(config, parse_override(text))
     validate(config)
-    return config
+    return as_config(config)
+
+
+def as_config(tree: dict) -> Config:
+    """A configuration tree (loaded, merged or read from a job file) as the typed ``Config``.
+
+    The values are not copied or converted: the result hashes and serialises as ``tree``.
+    """
+    return _build(Config, tree)
+
+
+def _build(cls: type[Section], tree: dict) -> Any:
+    hints = _hints(cls)
+    section = cls()
+    for key, value in tree.items():
+        hint = _strip_annotated(hints.get(key))
+        if isinstance(hint, type) and issubclass(hint, Section) and isinstance(value, dict):
+            value = _build(hint, value)
+        dict.__setitem__(section, key, value)
+    return section
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _strip_annotated(hint: Any) -> Any:
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
 
 
 def validate(config: dict) -> None:
-    choices = {
-        ("pretrain", "setting"): {"federated", "local", "centralized"},
-        ("split", "scheme"): {"iid", "group", "dirichlet"},
-        ("run", "device"): {"cpu", "cuda"},
-        ("run", "amp"): {"none", "bf16"},
-        ("run", "engine"): {"inprocess", "flower"},
-        ("model", "norm"): {"instance", "batch", "group"},
-        ("model", "norm_kernel"): {"native", "group"},
-        ("data", "preprocess", "normalise"): {"minmax", "zscore"},
-    }
-    for path, allowed in choices.items():
-        value = config
-        for key in path:
-            value = value[key]
-        if value not in allowed:
-            raise ConfigError(
-                f"option {'.'.join(path)}={value!r}; expected one of {sorted(allowed)}"
-            )
-    for mode in config["finetune"]["modes"]:
-        if mode not in {"local", "federated"}:
-            raise ConfigError(
-                f"finetune.modes: unknown mode {mode!r}; expected local and/or federated"
-            )
-    run = config["run"]
-    if not isinstance(run["min_clients"], int) or run["min_clients"] < 0:
-        raise ConfigError(
-            f"option run.min_clients={run['min_clients']!r}; expected an integer >= 0 (0: all "
-            "clients)"
-        )
-    flower = run["flower"]
-    for key in ("workers", "cpus_per_client", "round_timeout"):
-        if not isinstance(flower[key], (int, float)) or flower[key] <= 0:
-            raise ConfigError(f"option run.flower.{key}={flower[key]!r}; expected a number > 0")
-    if not isinstance(flower["gpus_per_client"], (int, float)) or flower["gpus_per_client"] < 0:
-        raise ConfigError(
-            f"option run.flower.gpus_per_client={flower['gpus_per_client']!r}; expected a number "
-            ">= 0"
-        )
+    """Raises ``ConfigError`` naming the first option whose value the schema does not allow."""
+    _check_section(Config, config, ())
     size, levels = config["data"]["preprocess"]["size"], len(config["model"]["widths"])
     if size % 2 ** (levels - 1):
         raise ConfigError(
-            f"data.preprocess.size={size} must be divisible by 2**{levels - 1} for a U-Net of "
-            f"{levels} levels"
+            f"option data.preprocess.size={size}; expected a size divisible by 2**{levels - 1} "
+            f"for a U-Net of {levels} levels (model.widths)"
         )
+    clip = config["data"]["preprocess"]["clip_percentiles"]
+    if len(clip) != 2 or clip[0] >= clip[1]:
+        raise ConfigError(
+            f"option data.preprocess.clip_percentiles={clip!r}; expected [low, high] with "
+            "low < high"
+        )
+
+
+def _check_section(cls: type[Section], tree: dict, where: tuple[str, ...]) -> None:
+    for key, hint in _hints(cls).items():
+        path = ".".join((*where, key))
+        if key not in tree:
+            raise ConfigError(f"option {path} is missing")
+        value = tree[key]
+        expected = _expectation(hint, value)
+        if expected is not None:
+            raise ConfigError(f"option {path}={value!r}; expected {expected}")
+        section = _strip_annotated(hint)
+        if isinstance(section, type) and issubclass(section, Section):
+            _check_section(section, value, (*where, key))
+
+
+def _expectation(hint: Any, value: Any) -> str | None:
+    """None when ``value`` fits ``hint``; else what was expected, in words."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        base, bounds = args[0], [a for a in args[1:] if isinstance(a, Range)]
+        wrong = _expectation(base, value)
+        described = " ".join([_describe(base), *(b.describe() for b in bounds)])
+        if wrong is not None or not all(b.contains(value) for b in bounds):
+            return described
+        return None
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if any(_expectation(a, value) is None for a in options):
+            return None
+        return " or ".join([_describe(a) for a in options] + ["null"] * (type(None) in args))
+    if origin is typing.Literal:
+        return None if value in args and type(value) is str else f"one of {sorted(args)}"
+    if origin is list:
+        if not isinstance(value, list):
+            return _describe(hint)
+        for item in value:
+            if _expectation(args[0], item) is not None:
+                return _describe(hint)
+        return None
+    if origin is dict or hint is dict:
+        return None if isinstance(value, dict) else "a mapping"
+    if isinstance(hint, type) and issubclass(hint, Section):
+        return None if isinstance(value, dict) else "a section of options"
+    return None if _is_instance(value, hint) else _describe(hint)
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # an integer is a number too (``lr=1``); kept as written
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    raise TypeError(f"the config schema uses an unsupported type {hint!r}")
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        bounds = [a.describe() for a in args[1:] if isinstance(a, Range)]
+        return " ".join([_describe(args[0]), *bounds])
+    if origin is typing.Literal:
+        return f"one of {sorted(args)}"
+    if origin is list:
+        return f"a list, each item {_describe(args[0])}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, str(hint))
 
 
 def canonical_json(obj) -> str:

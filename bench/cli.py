@@ -8,9 +8,10 @@ from pathlib import Path
 
 from bench.config import ConfigError, available_presets, load_config
 from bench.datasets.errors import DataError
+from bench.datasets.splits import SplitError
 from bench.registry import UnknownMethodError, available_methods, resolve_method_names
 
-USER_ERRORS = (ConfigError, UnknownMethodError, DataError, FileNotFoundError)
+USER_ERRORS = (ConfigError, UnknownMethodError, DataError, SplitError, FileNotFoundError)
 
 
 def _csv(kind):
@@ -34,20 +35,31 @@ def run_overrides(args) -> list[str]:
 
 def cmd_run(args) -> int:
     from bench.results import summary_table
-    from bench.runner import Runner, check_run_dir
+    from bench.runner import Runner, open_run_dir
 
     config = load_config(args.preset, run_overrides(args))
     methods = resolve_method_names(args.methods)
+    check_device(config)
     run_dir = Path(args.out or Path("runs") / (args.preset or "default"))
-    check_run_dir(run_dir, config, args.fresh)
-    print(f"run folder: {run_dir}  methods: {', '.join(methods)}", file=sys.stderr)
-    runner = Runner(config, run_dir, progress=not args.no_progress)
-    runner.run(methods)
+    with open_run_dir(run_dir, config, args.fresh):
+        print(f"run folder: {run_dir}  methods: {', '.join(methods)}", file=sys.stderr)
+        runner = Runner(config, run_dir, progress=not args.no_progress)
+        runner.run(methods)
     rows = runner.store.load()
     rows = rows[rows["method"].isin(methods)]
     print(f"\nMean Dice (foreground classes, test patients; split {runner.bundle.split.hash}):")
     print(summary_table(rows).to_string())
     return 0
+
+
+def check_device(config: dict) -> None:
+    if config["run"]["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "run.device=cuda (--device cuda): no CUDA GPU is available here; use --device cpu"
+            )
 
 
 def cmd_methods(args) -> int:
@@ -110,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as error:
-        print(f"bench: error: {error}", file=sys.stderr)
+        where = "split: " if isinstance(error, SplitError) else ""
+        print(f"bench: error: {where}{' '.join(str(error).split())}", file=sys.stderr)
         return 2
 
 

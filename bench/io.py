@@ -36,6 +36,28 @@ def atomic_torch_save(path: str | Path, obj) -> None:
 
 
 def torch_load(path: str | Path):
+    """A tensor file's content, unpickled with ``weights_only=True``: tensors, dicts, lists
+    and plain values only. A file holding anything else (a crafted pickle) is refused
+    before any of its code can run: DataError naming the file."""
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from bench.datasets.errors import DataError
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            path,
+            "holds Python objects, not only tensors and plain values; refusing to unpickle it "
+            "(a crafted file, or one written by an older bench: delete it or start a new run "
+            f"folder) [{' '.join(str(exc).split())[:160]}]",
+        ) from None
+    except FileNotFoundError:
+        raise DataError(path, "tensor file not found") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise DataError(
+            path, f"unreadable tensor file (truncated or corrupt?): {type(exc).__name__}"
+        ) from None

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from bench.config import ConfigError, config_hash
 from bench.data import DataBundle, prepare_data
+from bench.datasets.errors import DataError
 from bench.evaluation import dice_per_class, predict_volume
 from bench.federated.engine import run_task
 from bench.finetune import FinetuneTask
@@ -27,6 +28,12 @@ from bench.pretrain import PretrainTask
 from bench.provenance import code_version, hardware, library_versions
 from bench.registry import get_method
 from bench.results import ResultStore
+from bench.runfolder import (
+    RunFolderLock,
+    check_out_path,
+    clear_for_fresh,
+    write_marker,
+)
 
 
 @dataclass(frozen=True)
@@ -47,21 +54,47 @@ class Unit:
         }
 
 
-def check_run_dir(run_dir: Path, config: dict, fresh: bool) -> None:
-    """A run folder holds one config: resuming with another would mix results."""
-    saved = run_dir / "config.yaml"
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if saved.exists():
-        previous = yaml.safe_load(saved.read_text())
-        if config_hash(previous) != config_hash(config):
-            raise ConfigError(
-                f"{saved}: this run folder was made with another configuration "
-                f"(config hash {config_hash(previous)}, now {config_hash(config)}); "
-                "use --fresh to start over or --out for a new folder"
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, yaml.safe_dump(config, sort_keys=True))
+def read_saved_config(path: Path) -> dict:
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(path, f"unreadable saved config ({type(exc).__name__})") from None
+    if not isinstance(saved, dict):
+        raise DataError(path, "saved config is not a mapping of options")
+    return saved
+
+
+def open_run_dir(run_dir: Path, config: dict, fresh: bool) -> RunFolderLock:
+    """Makes or reopens a run folder and locks it for this process.
+
+    Called once the config and the CLI arguments validated: ``--fresh`` deletes only a
+    folder bench made, and only when no other run holds it. A run folder holds one
+    config: resuming with another would mix results.
+    """
+    run_dir = Path(run_dir)
+    check_out_path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(run_dir)
+    except OSError as exc:
+        raise DataError(run_dir, f"--out cannot be written ({exc.strerror or exc})") from None
+    lock = RunFolderLock(run_dir).acquire()
+    try:
+        if fresh:
+            clear_for_fresh(run_dir)
+        saved = run_dir / "config.yaml"
+        if saved.exists():
+            previous = read_saved_config(saved)
+            if config_hash(previous) != config_hash(config):
+                raise ConfigError(
+                    f"{saved}: this run folder was made with another configuration "
+                    f"(config hash {config_hash(previous)}, now {config_hash(config)}); "
+                    "use --fresh to start over or --out for a new folder"
+                )
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 class Runner:
@@ -234,6 +267,7 @@ class Runner:
 
     # -- the whole run --------------------------------------------------
     def run(self, methods: list[str]) -> None:
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=True))
         run_info = {
             "dataset": self.bundle.layout,
             "split_hash": self.bundle.split.hash,

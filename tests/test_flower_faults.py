@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import tomllib
 
 import pytest
@@ -12,6 +13,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
 from bench.config import ConfigError, load_config
+from bench.datasets.errors import DataError
 from bench.federated import apps
 from bench.federated.deployment import write_app_dir
 from bench.federated.engine import run_task
@@ -145,13 +147,18 @@ def test_client_state_files_keep_what_a_replay_needs(tmp_path):
         task.save_client_state(0, round_index, {"round": round_index})
     assert task._saved_rounds(0) == [2, 3]
     assert task.load_client_state(0, 3)["round"] == 3  # this round's own file
-    # Round 4 failed (nothing saved): round 5 goes on from round 3's state.
+    # A missing file for a round the client completed is an error naming the file...
+    with pytest.raises(DataError, match="round0004.pt"):
+        task.load_client_state(0, 4)
+    # ...but round 4, recorded as failed (nothing saved), goes on from round 3's state.
+    failures = [{"round": 5, "stage": "train", "partition": 0}, {"round": 3, "partition": 1}]
+    (task.work_dir / "server").mkdir(parents=True, exist_ok=True)
+    (task.work_dir / "server" / "failures.json").write_text(json.dumps(failures))
     assert task.load_client_state(0, 4)["round"] == 3
     task.save_client_state(0, 5, {"round": 5})
     assert task._saved_rounds(0) == [3, 5]  # round 5 started from 3: kept for a replay of round 5
-    assert (
-        task.load_client_state(1, 2) is None
-    )  # a client that never completed a round starts afresh
+    # a client that failed before completing any round starts afresh
+    assert task.load_client_state(1, 2) is None
 
 
 def test_sites_may_name_their_own_job_file(tmp_path):

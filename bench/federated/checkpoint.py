@@ -16,6 +16,13 @@ from bench.federated.records import (
 from bench.io import atomic_torch_save, atomic_write_text, torch_load
 
 
+def _as_tensors(arrays: dict) -> dict:
+    """Payload arrays as tensors: a checkpoint holds nothing torch.load(weights_only=True) refuses."""
+    import torch
+
+    return {key: torch.from_numpy(array.copy()) for key, array in arrays.items()}
+
+
 class ServerCheckpoint:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -50,7 +57,9 @@ class ServerCheckpoint:
             {
                 "round": round_number,
                 "state": state,
-                "payloads": {p: record_to_arrays(r) for p, r in strategy.payloads.items()},
+                "payloads": {
+                    p: _as_tensors(record_to_arrays(r)) for p, r in strategy.payloads.items()
+                },
                 "history": self.history,
                 "best": self.best,
                 "failures": strategy.failures,
@@ -75,7 +84,10 @@ class ServerCheckpoint:
             return None, 0
         saved = torch_load(self._path(int(latest.read_text())))
         self.history, self.best, self.last_state = saved["history"], saved["best"], saved["state"]
-        strategy.payloads = {p: arrays_to_record(a) for p, a in saved["payloads"].items()}
+        strategy.payloads = {
+            p: arrays_to_record({k: t.numpy() for k, t in a.items()})
+            for p, a in saved["payloads"].items()
+        }
         log = self.folder / "failures.json"
         strategy.failures = json.loads(log.read_text()) if log.exists() else list(saved["failures"])
         self.failures = list(strategy.failures)

@@ -37,20 +37,48 @@ def forget_task(path: Path) -> None:
         _BUILT.remove(key)
 
 
+class JobFileError(ValueError):
+    pass
+
+
 def build_from_spec(spec: dict):
-    """The task a job file describes: ``spec["factory"]`` ("module:function") or bench.tasks."""
-    if spec.get("factory"):
-        module, _, name = spec["factory"].partition(":")
+    """The task a job file describes: ``spec["factory"]`` ("module:function", a module inside
+    ``bench``) or bench.tasks. A job file names code to run, so it may name only bench's own."""
+    factory = spec.get("factory")
+    if factory:
+        module, _, name = str(factory).partition(":")
+        if not (module == "bench" or module.startswith("bench.")) or not name.isidentifier():
+            raise JobFileError(
+                f"factory {factory!r} is not a function inside the bench package; "
+                "a job file may only name bench's own task factories"
+            )
         return getattr(importlib.import_module(module), name)(spec)
     from bench.tasks import build_task  # imported late: it loads data and models
 
     return build_task(spec)
 
 
+def read_job(path: Path) -> dict:
+    from bench.datasets.errors import DataError
+
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"unreadable job file ({type(exc).__name__})") from None
+    if not isinstance(spec, dict):
+        raise DataError(path, "job file is not a JSON object")
+    return spec
+
+
 def task_for(path: str | Path):
+    from bench.datasets.errors import DataError
+
     key = str(Path(path).resolve())
     if key not in _TASKS:
-        _TASKS[key] = build_from_spec(json.loads(Path(key).read_text()))
+        try:
+            _TASKS[key] = build_from_spec(read_job(Path(key)))
+        except JobFileError as exc:
+            raise DataError(key, str(exc)) from None
         _BUILT.append(key)
         while len(_BUILT) > BUILT_TASKS_KEPT:
             _TASKS.pop(_BUILT.pop(0), None)

@@ -8,6 +8,7 @@ resumed run starts from the state of its last completed round.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.datasets.errors import DataError
 from bench.io import atomic_torch_save, torch_load
 
 
@@ -56,17 +58,39 @@ class FederatedTask:
             return []
         return sorted(int(p.name[5:9]) for p in folder.glob("round[0-9][0-9][0-9][0-9].pt"))
 
+    def failed_rounds(self, client: int) -> set[int]:
+        """Round indices (0-based) in which the run recorded ``client`` as failed in training."""
+        log = self.work_dir / "server" / "failures.json"
+        if not log.exists():
+            return set()
+        try:
+            failures = json.loads(log.read_text())
+            return {
+                int(f["round"]) - 1
+                for f in failures
+                if int(f["partition"]) == client and f.get("stage", "train") == "train"
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DataError(log, "unreadable client failure log (expected a JSON list)") from None
+
     def load_client_state(self, client: int, round_index: int) -> dict | None:
         """State the client saved at the end of ``round_index`` (None before round 0).
 
-        A client that failed in a round saved nothing for it: it goes on from
-        the newest state it saved before (None if it never completed a round).
+        A client the run records as failed in that round saved nothing for it: it goes
+        on from the newest state it saved before (None if it never completed a round).
+        A missing file for a round the client completed is an error naming the file.
         """
         if round_index < 0:
             return None
         path = self.client_state_path(client, round_index)
         if path.exists():
             return torch_load(path)
+        if round_index not in self.failed_rounds(client):
+            raise DataError(
+                path,
+                f"client {client} completed round {round_index} but its state file is missing; "
+                "the run folder was altered: start it over with --fresh",
+            )
         earlier = [r for r in self._saved_rounds(client) if r < round_index]
         logging.getLogger(__name__).warning(
             "client %s has no state for round %s (it failed then); going on from %s",

@@ -91,7 +91,14 @@ def masked_byol_loss(
 
 
 class LocalHead(nn.Sequential):
-    """BYOL's projector/predictor MLP at every position: 1x1 conv, BatchNorm, ReLU, 1x1 conv."""
+    """BYOL's projector/predictor MLP at every position: 1x1 conv, BatchNorm, ReLU, 1x1 conv.
+
+    The 1x1 convolutions run as batched matrix products of the weight with the
+    (N, C, H*W) view of the map: the same function and parameters (state-dict
+    keys of the ``nn.Sequential``), but on CPU oneDNN's 1x1 convolution of a
+    full-resolution NCHW map reorders it to a blocked layout and back, which
+    took about a fifth more time than the GEMM (docs/PERFORMANCE.md).
+    """
 
     def __init__(self, in_channels: int, hidden: int, out_channels: int):
         super().__init__(
@@ -100,6 +107,18 @@ class LocalHead(nn.Sequential):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, out_channels, 1),
         )
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        expand, norm, activation, project = self
+        n, _, h, w = maps.shape
+        hidden = torch.matmul(expand.weight.flatten(1), maps.flatten(2))
+        hidden = activation(norm(hidden.view(n, -1, h, w)))
+        out = torch.baddbmm(
+            project.bias.view(1, -1, 1),
+            project.weight.flatten(1).expand(n, -1, -1),
+            hidden.flatten(2),
+        )
+        return out.view(n, -1, h, w)
 
 
 @register_method

@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from bench.augment import apply_affine, random_affine_theta
 from bench.backbone import UNet2D
-from bench.methods.pgl import PGL, align_to_view, masked_byol_loss
+from bench.methods.pgl import PGL, LocalHead, align_to_view, masked_byol_loss
 
 IDENTITY = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
 
@@ -112,3 +113,27 @@ def test_training_step_trains_online_networks_and_leaves_the_target_local():
     assert any(k.startswith("target_decoder.") for k in local)
     assert not any(k.startswith("target_") for k in method.shared_state())
     assert method.pretrained_parts == ("encoder", "decoder")
+
+
+def test_local_head_matrix_products_equal_the_1x1_convolutions():
+    """LocalHead's GEMM form is the same function (and gradients) as its modules run in sequence."""
+    torch.manual_seed(0)
+    head = LocalHead(6, 10, 5).train()
+    maps = torch.randn(3, 6, 7, 9, requires_grad=True)
+    reference = nn.Sequential.forward(head, maps)
+    (grad_ref,) = torch.autograd.grad(reference.square().sum(), maps)
+    out = head(maps)
+    (grad,) = torch.autograd.grad(out.square().sum(), maps)
+    assert out.shape == (3, 5, 7, 9)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-5)
+    assert list(head.state_dict()) == [
+        "0.weight",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+        "3.weight",
+        "3.bias",
+    ]

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-STUDIES = ("unet", "unet-ab", "engine", "client-state")
+STUDIES = ("unet", "unet-ab", "engine", "client-state", "reference")
 
 
 def add_profile_command(subparsers) -> argparse.ArgumentParser:
@@ -99,7 +99,8 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
         help="instead of the profile, run a study of docs/PERFORMANCE.md: 'unet' (what "
         "lowers the U-Net's FLOP/s), 'unet-ab' (the recommended settings interleaved), 'engine' "
         "(federated engine overhead), "
-        "'client-state' (per-client state size, many clients)",
+        "'client-state' (per-client state size, many clients), 'reference' (bench's SimCLR, BYOL, "
+        "MoCo, FCL and GCL steps against plain lightly-style loops, interleaved)",
     )
     parser.add_argument(
         "--clients", type=int, help="--study engine/client-state: number of clients"
@@ -219,6 +220,26 @@ def _study(args, config, settings, out: Path) -> int:
 
         report = engine_overhead_study(
             config, args.methods if args.methods != "all" else "simclr", clients=args.clients or 10
+        )
+    elif args.study == "reference":
+        from bench.profile.studies.reference import REFERENCE_METHODS, reference_study
+
+        methods = REFERENCE_METHODS if args.methods == "all" else args.methods.split(",")
+        unknown = sorted(set(methods) - set(REFERENCE_METHODS))
+        if unknown:
+            print(
+                f"bench: error: --methods: no reference loop for {', '.join(unknown)} "
+                f"(--study reference has {', '.join(REFERENCE_METHODS)})",
+                file=sys.stderr,
+            )
+            return 2
+        report = reference_study(
+            config,
+            methods,
+            batch=args.batch,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            log=lambda text: print(text, file=sys.stderr),
         )
     else:
         from bench.profile.studies.client_state import client_state_study

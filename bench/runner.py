@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 import yaml
 from tqdm.auto import tqdm
@@ -173,15 +174,29 @@ class Runner:
         )
 
     def write_loss_history(self, method: str, seed: int, history: list[dict]) -> None:
-        lines = ["method,seed,round,client,loss_first,loss_last,loss_mean"]
-        for entry in history:
-            for client, metrics in sorted(entry["train"].items()):
-                lines.append(
-                    f"{method},{seed},{entry['round']},{client},{metrics['loss_first']:.6g},"
-                    f"{metrics['loss_last']:.6g},{metrics['loss_mean']:.6g}"
-                )
+        """pretrain_loss/<method>-seed<s>.csv: one row per (round, client), the loss and whatever
+        else the round recorded (a loss's terms, bank fill; docs/FORMATS.md), and bytes sent."""
+        records = [
+            {
+                "method": method,
+                "seed": seed,
+                "round": entry["round"],
+                "client": client,
+                **{k: v for k, v in metrics.items() if k != "num-examples"},  # Flower's own
+                **{
+                    f"bytes_{kind}": size
+                    for kind, size in entry.get("bytes_up", {}).get(client, {}).items()
+                },
+            }
+            for entry in history
+            for client, metrics in sorted(entry["train"].items())
+        ]
+        frame = pd.DataFrame(records)
+        first = ["method", "seed", "round", "client", "loss_first", "loss_last", "loss_mean"]
+        frame = frame[first + sorted(c for c in frame.columns if c not in first)]
         atomic_write_text(
-            self.run_dir / "pretrain_loss" / f"{method}-seed{seed}.csv", "\n".join(lines) + "\n"
+            self.run_dir / "pretrain_loss" / f"{method}-seed{seed}.csv",
+            frame.to_csv(index=False, float_format="%.6g"),
         )
 
     # -- fine-tuning and evaluation -------------------------------------

@@ -17,9 +17,11 @@ from bench.reports.aggregate import (
     pair_scores,
     summarise,
 )
+from bench.reports.names import display_name
 from bench.reports.stats import bootstrap_ci, paired_test
 
 DECIMALS = 3
+MIN_METHODS_FOR_MARKS = 3  # with two methods "best" is just "the other one is worse"
 
 
 @dataclass
@@ -36,6 +38,27 @@ class Analysis:
         pd.DataFrame
     )  # (experiment, variant, n_labeled, class_name) -> mean, std, ..., rank
     planned: list[Planned] = field(default_factory=list)
+    method_hparams: dict[str, dict] = field(default_factory=dict)  # registry id -> hparams
+    configs: dict[str, dict] = field(default_factory=dict)  # run folder -> its config.yaml
+
+    def real_data(self, experiment: Experiment) -> bool:
+        """Whether every row of the experiment was computed on data read from a dataset folder
+        (``data_source``; rows written before that column existed count as synthetic)."""
+        rows = self.rows[self.rows["experiment"] == experiment.slug]
+        if rows.empty or "data_source" not in rows:
+            return False
+        source = rows["data_source"].astype(str)
+        return bool((~source.str.startswith("synthetic") & ~source.isin(["", "nan"])).all())
+
+    def config(self, experiment: Experiment) -> dict | None:
+        """The configuration of the (first) run folder holding the experiment's rows."""
+        rows = self.rows[self.rows["experiment"] == experiment.slug]
+        runs = rows["run"].unique() if "run" in rows else []
+        return next((self.configs[r] for r in runs if r in self.configs), None)
+
+    def name(self, variant: str) -> str:
+        """The display name of a variant (GCL with its strategies)."""
+        return display_name(variant, self.method_hparams.get("gcl"))
 
     def _siblings(self, experiment: Experiment) -> pd.DataFrame:
         slugs = [e.slug for e in self.experiments if e.group == experiment.group]
@@ -85,6 +108,34 @@ def _add_rank(summary: pd.DataFrame, column_keys: list[str]) -> pd.DataFrame:
     summary["rank"] = rounded.groupby([summary[k] for k in column_keys]).rank(
         method="dense", ascending=False
     )
+    return summary
+
+
+def _add_marks(summary: pd.DataFrame, pairs: pd.DataFrame, column_keys: list[str]) -> pd.DataFrame:
+    """Bold and underline per column: nothing with fewer than 3 methods; otherwise the best mean
+    alone in bold when a paired test against the second is significant (and the second
+    underlined), else every cell not significantly below the best shares the bold."""
+    summary["bold"], summary["underline"] = False, False
+    summary["p_best_vs_second"] = float("nan")
+    indexed = pairs.set_index([*column_keys, "variant", "client", "fold"])["dice"].sort_index()
+    for key, column in summary.dropna(subset=["mean"]).groupby(column_keys):
+        if len(column) < MIN_METHODS_FOR_MARKS:
+            continue
+        ranked = column.sort_values("mean", ascending=False, kind="stable")
+        scores = indexed.loc[key if isinstance(key, tuple) else (key,)]
+        best, second = ranked["variant"].iloc[0], ranked["variant"].iloc[1]
+        versus_second = paired_test(scores.loc[best], scores.loc[second])
+        summary.loc[ranked.index[0], "p_best_vs_second"] = versus_second.p
+        if versus_second.significant:
+            summary.loc[ranked.index[0], "bold"] = True
+            summary.loc[ranked.index[1], "underline"] = True
+            continue
+        for index, variant in zip(ranked.index, ranked["variant"], strict=False):
+            tied = (
+                variant == best
+                or not paired_test(scores.loc[variant], scores.loc[best]).significant
+            )
+            summary.loc[index, "bold"] = tied
     return summary
 
 
@@ -140,7 +191,12 @@ def _add_tests(summary: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def analyse(rows: pd.DataFrame, planned: list[Planned] = ()) -> Analysis:
+def analyse(
+    rows: pd.DataFrame,
+    planned: list[Planned] = (),
+    method_hparams: dict | None = None,
+    configs: dict | None = None,
+) -> Analysis:
     rows = label_rows(rows)
     pairs = pair_scores(rows)
     clients = client_scores(pairs)
@@ -149,13 +205,14 @@ def analyse(rows: pd.DataFrame, planned: list[Planned] = ()) -> Analysis:
     summary = _add_tests(
         _add_partial(_add_rank(_add_ci(summary, clients, keys), ["experiment", "n_labeled"])), pairs
     )
+    summary = _add_marks(summary, pairs, ["experiment", "n_labeled"])
     class_pairs = pair_scores(rows, by_class=True)
     class_clients = client_scores(class_pairs)
     class_keys = [*keys, "class_name"]
     class_summary = summarise(class_clients, class_pairs)
-    class_summary = _add_rank(
-        _add_ci(class_summary, class_clients, class_keys), ["experiment", "n_labeled", "class_name"]
-    )
+    class_columns = ["experiment", "n_labeled", "class_name"]
+    class_summary = _add_rank(_add_ci(class_summary, class_clients, class_keys), class_columns)
+    class_summary = _add_marks(class_summary, class_pairs, class_columns)
     return Analysis(
         rows,
         experiments(rows, planned),
@@ -165,4 +222,6 @@ def analyse(rows: pd.DataFrame, planned: list[Planned] = ()) -> Analysis:
         class_clients,
         class_summary,
         list(planned),
+        dict(method_hparams or {}),
+        dict(configs or {}),
     )

@@ -16,7 +16,15 @@ from bench.reports.document import Code, Note, Report, Section
 from bench.reports.html import report_html
 from bench.reports.latex import report_latex, table_latex
 from bench.reports.markdown import report_markdown
-from bench.reports.published import FCL_TITLES, PAPER_CLIENTS, fcl_table, matching_table
+from bench.reports.names import display_name
+from bench.reports.published import (
+    FCL_TITLES,
+    PAPER_CLIENTS,
+    fcl_table,
+    like_for_like,
+    matching_table,
+    run_protocol,
+)
 from bench.reports.runs import Run, load_runs, planned
 
 PROFILE_COLUMNS = [
@@ -35,6 +43,17 @@ PROFILE_COLUMNS = [
     "bytes_per_round",
     "note",
 ]
+PROFILE_HEADERS = {
+    "image_size": "image size (px)",
+    "step_ms": "step (ms)",
+    "slices_per_s": "slices/s",
+    "peak_mem_mb": "peak memory (MiB)",
+    "params": "parameters",
+    "flops_per_step": "FLOPs per step",
+    "achieved_flops": "achieved FLOP/s",
+    "peak_ratio": "% of matmul peak",
+    "bytes_per_round": "bytes sent per round",
+}
 
 
 @dataclass
@@ -68,10 +87,19 @@ def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> lis
                 )
             )
             continue
-        name = matching_table(experiment)
+        name = matching_table(experiment, analysis.real_data(experiment))
         if name is not None:
             matched.add(name)
-            section.blocks.append(tables.comparison_table(analysis, experiment, name))
+            config = analysis.config(experiment)
+            section.blocks.append(
+                tables.comparison_table(
+                    analysis,
+                    experiment,
+                    name,
+                    run_protocol(config, experiment.preset),
+                    like_for_like(config, experiment.preset),
+                )
+            )
             clients = analysis.summary.loc[
                 analysis.summary["experiment"] == experiment.slug, "n_clients"
             ].max()
@@ -82,13 +110,14 @@ def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> lis
                         f"this run has results from {clients}."
                     )
                 )
+        paper = fcl_table(name).dropna(subset=["method"]) if name is not None else None
         section.blocks.append(
             figures.save(
-                figures.dice_vs_n(analysis, experiment),
+                figures.dice_vs_n(analysis, experiment, paper),
                 out,
                 f"dice-vs-n-{experiment.slug}",
                 f"{experiment.title}: Dice vs {experiment.n_symbol}",
-                "Lines: mean over clients; bands: 95% bootstrap CI over clients.",
+                figures.dice_vs_n_caption(analysis, experiment, paper is not None),
             )
         )
         section.blocks.append(tables.detail_table(analysis, experiment))
@@ -101,18 +130,60 @@ def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> lis
                 out,
                 f"class-boxes-{experiment.slug}",
                 f"{experiment.title}: per-class Dice",
-                "Each point: one test volume of one client in one fold.",
+                "Boxes: quartiles and 1.5 IQR whiskers; each point: one test volume (patient × "
+                "frame) of one client in one fold, mean over seeds.",
             )
         )
     return sections
+
+
+def cost_section(analysis: Analysis, runs: list[Run], out: Path) -> Section:
+    from bench.reports.cost import accuracy_cost
+
+    section = Section("Accuracy against cost")
+    for experiment in analysis.experiments:
+        if experiment.transfer or not analysis.has_results(experiment):
+            continue  # a transfer run's pretraining cost is its source run's
+        frame = accuracy_cost(analysis, experiment, runs)
+        if frame.empty:
+            continue
+        section.blocks.append(tables.accuracy_cost_table(analysis, experiment, frame))
+        figure = figures.accuracy_cost_figure(
+            frame, f"{experiment.title}: accuracy against cost per client", analysis.name
+        )
+        if figure is not None:
+            section.blocks.append(
+                figures.save(
+                    figure,
+                    out,
+                    f"cost-{experiment.slug}",
+                    f"{experiment.title}: accuracy against cost per client",
+                    "Dice (mean over clients) at N = 1 and 8 against what pretraining cost each "
+                    "client; dashed steps and rings: the Pareto front (no method more accurate "
+                    "for less). Costs as in the table above.",
+                )
+            )
+        if frame["flops_per_step"].drop(frame.index[frame["method"] == "random"]).isna().any():
+            section.blocks.append(
+                Note(
+                    "FLOPs missing for some methods: run `bench profile --run RUN_DIR` "
+                    "(phase pretrain) to add the per-step FLOPs."
+                )
+            )
+    if not section.blocks:
+        section.blocks.append(Note("No pretraining in these runs (or no results) to weigh."))
+    return section
 
 
 def published_section(matched: set[str]) -> Section:
     section = Section("Published numbers (not measured here)")
     section.blocks.append(
         Note(
-            "Copied from the papers; shown alone where no run of this report follows the same "
-            "protocol, and never mixed into measured numbers."
+            "Copied from the papers and never mixed into measured numbers. Wu et al. 2021 stand "
+            "beside a measured experiment only when its rows were computed on data read from a "
+            "dataset folder (never on synthetic phantoms) with the same dataset and fine-tuning "
+            "mode; otherwise, and for Chaitanya et al. 2020 (another protocol), they stand "
+            "alone here."
         )
     )
     section.blocks += [tables.published_table(name) for name in FCL_TITLES if name not in matched]
@@ -120,19 +191,32 @@ def published_section(matched: set[str]) -> Section:
     return section
 
 
-def pretraining_section(runs: list[Run], out: Path) -> Section:
+LOSS_CAPTION = (
+    "Per method: mean over clients of each round's mean loss; band: sd over clients. Where a "
+    "method records its loss's terms they are drawn beside the total."
+)
+FCL_CAPTION = (
+    " FCL: its loss contrasts each query against negatives drawn from memory banks that start "
+    "empty and fill over the first rounds (grey lines, right axis: local bank dotted, remote "
+    "bank dash-dot; dashed vertical line: banks full); the number of negatives grows with them, "
+    "so the loss rises while they fill: this is not divergence."
+)
+
+
+def pretraining_section(runs: list[Run], out: Path, name=lambda m: m) -> Section:
     section = Section("Pretraining loss")
     for run in runs:
         if run.losses.empty:
             continue
         slug = "pretrain-loss-" + "".join(c if c.isalnum() else "-" for c in run.name)
+        caption = LOSS_CAPTION + (FCL_CAPTION if "bank_fill" in run.losses else "")
         section.blocks.append(
             figures.save(
-                figures.loss_curves(run.losses, f"{run.name}: pretraining loss per round"),
+                figures.loss_curves(run.losses, f"{run.name}: pretraining loss per round", name),
                 out,
                 slug,
                 f"{run.name}: pretraining loss",
-                "Per method: mean over clients of each round's mean loss; band: sd over clients.",
+                caption,
             )
         )
     if not section.blocks:
@@ -142,7 +226,42 @@ def pretraining_section(runs: list[Run], out: Path) -> Section:
     return section
 
 
-def qualitative_section(runs: list[Run], out: Path, enabled: bool) -> Section:
+QUALITATIVE_CAPTION = (
+    "Rows: distinct test patients of client 0 (the slice with the largest labelled area), "
+    "cropped around the heart. Under each prediction: the Dice of that 2D slice (mean over the "
+    "foreground classes present), not the volume Dice of the tables."
+)
+
+
+def learning_section(runs: list[Run], out: Path, name) -> Section:
+    section = Section("Fine-tuning learning curves")
+    for run in runs:
+        if run.curves.empty:
+            continue
+        for mode in sorted(run.curves["setting"].dropna().unique()):
+            title = f"{run.name}: {mode} fine-tuning, per round"
+            figure = figures.finetune_curves(run.curves, mode, title, name)
+            if figure is None:
+                continue
+            slug = "curves-" + "".join(c if c.isalnum() else "-" for c in f"{run.name}-{mode}")
+            section.blocks.append(
+                figures.save(
+                    figure,
+                    out,
+                    slug,
+                    title,
+                    "Per method and N: validation Dice per round (federated: the global model's; "
+                    "local: mean over clients), or the training loss where no client has "
+                    "validation patients; mean over folds and seeds. Rings: the rounds whose "
+                    "models were kept and tested.",
+                )
+            )
+    if not section.blocks:
+        section.blocks.append(Note("No fine-tuning curves recorded (no curves/finetune/)."))
+    return section
+
+
+def qualitative_section(runs: list[Run], out: Path, enabled: bool, name=None) -> Section:
     from bench.reports.qualitative import qualitative_figures
 
     section = Section("Qualitative results")
@@ -151,44 +270,60 @@ def qualitative_section(runs: list[Run], out: Path, enabled: bool) -> Section:
         return section
     for run in runs:
         try:
-            found, note = qualitative_figures(run.path, name=run.name)
+            found, note = qualitative_figures(run.path, name=run.name, display=name)
         except Exception as error:  # a figure must not sink the report
             found, note = (
                 [],
                 f"{run.path}: qualitative figure skipped ({type(error).__name__}: {error}).",
             )
-        section.blocks += [figures.save(fig, out, slug, title) for slug, title, fig in found]
+        section.blocks += [
+            figures.save(fig, out, slug, title, QUALITATIVE_CAPTION) for slug, title, fig in found
+        ]
         if note:
             section.blocks.append(Note(note))
     return section
 
 
-def profile_section(runs: list[Run], out: Path) -> Section:
+def profile_section(runs: list[Run], out: Path, name=lambda m: m) -> Section:
     section = Section("Profiles")
     for run in runs:
-        for name, frame in run.profiles.items():
-            slug = "".join(c if c.isalnum() else "-" for c in f"profile-{run.name}-{name}")
+        for profile, frame in run.profiles.items():
+            slug = "".join(c if c.isalnum() else "-" for c in f"profile-{run.name}-{profile}")
             shown = [c for c in PROFILE_COLUMNS if c in frame.columns]
+            readable = frame[shown] if len(shown) >= 3 else frame
+            if "method" in readable:
+                readable = readable.assign(method=readable["method"].astype(str).map(name))
+            if "peak_ratio" in readable:
+                readable = readable.assign(peak_ratio=100 * readable["peak_ratio"])
             section.blocks.append(
                 tables.frame_table(
-                    frame[shown] if len(shown) >= 3 else frame,
+                    readable.rename(columns=PROFILE_HEADERS),
                     slug,
-                    f"{run.name}: profile {name}",
-                    notes=[f"Every column: {run.path / 'profile' / (name + '.csv')}."],
+                    f"{run.name}: profile {profile}",
+                    notes=[f"Every column: {run.path / 'profile' / (profile + '.csv')}."],
                 )
             )
-            figure = figures.profile_bars(frame, f"{run.name}: profile {name}")
+            figure = figures.profile_figure(frame, f"{run.name}: profile {profile}", name)
             if figure is not None:
                 section.blocks.append(
-                    figures.save(figure, out, slug, f"{run.name}: profile {name}")
+                    figures.save(
+                        figure,
+                        out,
+                        slug,
+                        f"{run.name}: profile {profile}",
+                        figures.profile_caption(frame),
+                    )
                 )
-        for name, content in run.profile_json.items():
+        for profile, content in run.profile_json.items():
             if isinstance(content, dict):
                 content = {
                     k: v for k, v in content.items() if k != "rows"
                 }  # the rows are the CSV's
             section.blocks.append(
-                Code(f"{run.name}: profile {name}.json", json.dumps(content, indent=2, default=str))
+                Code(
+                    f"{run.name}: profile {profile}.json",
+                    json.dumps(content, indent=2, default=str),
+                )
             )
     if not section.blocks:
         section.blocks.append(Note("No profiles (run `bench profile` to add them)."))
@@ -202,7 +337,7 @@ def summary_frame(analysis: Analysis) -> pd.DataFrame:
         own = analysis.summary[analysis.summary["experiment"] == experiment.slug].copy()
         for key in ("dataset", "pretrain_dataset", "mode", "preset", "split_hash"):
             own[key] = getattr(experiment, key)
-        name = matching_table(experiment)
+        name = matching_table(experiment, analysis.real_data(experiment))
         if name is not None:
             published = fcl_table(name).dropna(subset=["method"]).set_index(["method", "n"])
             keys = list(zip(own["variant"], own["n_labeled"], strict=False))
@@ -235,17 +370,30 @@ def build_report(run_dirs, out_dir, *, qualitative: bool = True, quiet: bool = F
     report.sections.append(overview)
     matched: set[str] = set()
     plans = [p for p in (planned(run) for run in runs) if p is not None]
-    analysis = analyse(rows, plans) if not rows.empty or any(p.modes for p in plans) else None
+    hparams = {}
+    for run in runs:
+        for method, values in ((run.config or {}).get("pretrain", {}).get("methods") or {}).items():
+            hparams.setdefault(method, values or {})
+    configs = {str(run.path): run.config for run in runs if run.config}
+    analysis = (
+        analyse(rows, plans, hparams, configs)
+        if not rows.empty or any(p.modes for p in plans)
+        else None
+    )
     if analysis is None:
         overview.blocks.append(Note("No result rows: there is nothing measured to tabulate yet."))
     else:
         report.sections += experiment_sections(analysis, out, matched)
+    name = analysis.name if analysis is not None else display_name
+    if analysis is not None:
+        report.sections.append(cost_section(analysis, runs, out))
     report.sections.append(published_section(matched))
     _say("report: figures", quiet)
     report.sections += [
-        pretraining_section(runs, out),
-        qualitative_section(runs, out, qualitative),
-        profile_section(runs, out),
+        pretraining_section(runs, out, name),
+        learning_section(runs, out, name),
+        qualitative_section(runs, out, qualitative, name),
+        profile_section(runs, out, name),
     ]
     report.sections.append(
         Section("Provenance", provenance_blocks(runs, hardware(), code_version()))

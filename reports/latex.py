@@ -1,13 +1,14 @@
 """LaTeX rendering of tables (booktabs; \\textbf best, \\underline second), ready to paste.
 
 Needs ``\\usepackage{booktabs}`` (and ``graphicx`` for the widest tables, which are
-scaled to the line width). ``report_latex`` wraps every table in a document that
-compiles on its own.
+scaled to the line width). ``report_latex`` wraps every table and every figure
+(``figures/<slug>.pdf``, relative to the report folder) in a document that compiles on
+its own.
 """
 
 from __future__ import annotations
 
-from bench.reports.document import Cell, Report, Table
+from bench.reports.document import Cell, Figure, Report, Table
 
 WIDE = 7  # tables with more columns are scaled to \linewidth
 FLUSH = 8  # tables between two \clearpage
@@ -89,6 +90,24 @@ def table_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure_latex(figure: Figure) -> str:
+    pdf = next((f for f in figure.files if f.endswith(".pdf")), f"figures/{figure.slug}.pdf")
+    caption = escape(figure.title) + (f". {escape(figure.caption)}" if figure.caption else "")
+    return (
+        "\n".join(
+            [
+                r"\begin{figure}[htbp]",
+                r"\centering",
+                rf"\includegraphics[width=\linewidth,height=0.8\textheight,keepaspectratio]{{{pdf}}}",
+                rf"\caption{{{caption}}}",
+                rf"\label{{fig:{figure.slug}}}",
+                r"\end{figure}",
+            ]
+        )
+        + "\n"
+    )
+
+
 def report_latex(report: Report) -> str:
     parts = [
         r"\documentclass[10pt]{article}",
@@ -101,11 +120,14 @@ def report_latex(report: Report) -> str:
         rf"\section*{{{escape(report.title)}}}",
     ]
     for section in report.sections:
-        tables = [b for b in section.blocks if isinstance(b, Table)]
-        if tables:
+        floats = [b for b in section.blocks if isinstance(b, (Table, Figure))]
+        if floats:
             parts.append(rf"\subsection*{{{escape(section.title)}}}")
-            for start in range(0, len(tables), FLUSH):  # LaTeX holds at most 18 pending floats
-                parts += [table_latex(t) for t in tables[start : start + FLUSH]]
+            for start in range(0, len(floats), FLUSH):  # LaTeX holds at most 18 pending floats
+                parts += [
+                    table_latex(b) if isinstance(b, Table) else figure_latex(b)
+                    for b in floats[start : start + FLUSH]
+                ]
                 parts.append(r"\clearpage")
     parts.append(r"\end{document}")
     return "\n".join(parts) + "\n"

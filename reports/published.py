@@ -1,11 +1,14 @@
 """Published numbers and which measured experiment each one may stand beside.
 
-FCL's tables (Wu et al., MICCAI 2021) follow the protocol of the ``paper``
-preset: Table 1 is ACDC with local fine-tuning, Table 2 ACDC with federated
-fine-tuning, and the talk's transfer table ACDC → HVSMR 2016 (fine-tuning mode
-not stated, so it stands beside both modes). Chaitanya et al. (NeurIPS 2020)
-use another protocol (a fixed 20-patient test set), so their numbers are only
-ever shown alone.
+FCL's tables (Wu et al., MICCAI 2021): Table 1 is ACDC with local fine-tuning,
+Table 2 ACDC with federated fine-tuning, and the talk's transfer table ACDC →
+HVSMR 2016 (fine-tuning mode not stated, so it stands beside both modes). They
+stand beside a measured experiment whenever its rows were computed on data read
+from a real dataset folder (never on synthetic phantoms) and dataset and mode
+match (N or M are matched column by column), labelled with both protocols: only
+the ``paper`` preset follows theirs (10 clients, 5 folds), the others are not
+like-for-like. Chaitanya et al. (NeurIPS 2020) use another protocol (a fixed
+20-patient test set), so their numbers are only ever shown alone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ WU = "published (Wu et al. 2021)"
 CHAITANYA = "published (Chaitanya et al. 2020)"
 PAPER_PRESET = "paper"
 PAPER_CLIENTS = 10
+PAPER_FOLDS = 5
+WU_PROTOCOL = (
+    f"Wu et al. 2021: ACDC's 100 training patients as {PAPER_CLIENTS} clients of 10, "
+    f"{PAPER_FOLDS}-fold cross-validation, mean ± std across clients"
+)
 # Printed name -> registry name; FedCA has no counterpart here.
 METHOD_OF = {
     "Random init": "random",
@@ -46,9 +54,10 @@ def chaitanya_numbers() -> pd.DataFrame:
     return pd.read_csv(io.StringIO(CHAITANYA_NEURIPS2020_ACDC_CSV))
 
 
-def matching_table(experiment: Experiment) -> str | None:
-    """The FCL table whose protocol the experiment follows, or None."""
-    if experiment.preset != PAPER_PRESET:
+def matching_table(experiment: Experiment, real_data: bool) -> str | None:
+    """The FCL table the experiment stands beside (same dataset and mode), or None; never for
+    results computed on synthetic data."""
+    if not real_data:
         return None
     if experiment.dataset == "acdc" and not experiment.transfer:
         return {"local": "table1_local_finetune", "federated": "table2_federated_finetune"}.get(
@@ -72,3 +81,34 @@ def fcl_table(name: str) -> pd.DataFrame:
             "std": frame["dice_std"],
         }
     ).reset_index(drop=True)
+
+
+def run_protocol(config: dict | None, preset: str) -> str:
+    """A run's protocol in one line: clients, folds, resolution and preset."""
+    config = config or {}
+    split = config.get("split") or {}
+    prep = (config.get("data") or {}).get("preprocess") or {}
+    parts = [
+        f"{split['clients']} clients" if "clients" in split else None,
+        f"{split['folds']}-fold" if "folds" in split else None,
+        f"{prep['spacing_mm']} mm in-plane" if "spacing_mm" in prep else None,
+        f"{prep['size']}×{prep['size']} px" if "size" in prep else None,
+        f"preset {preset}",
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+def like_for_like(config: dict | None, preset: str) -> bool:
+    split = (config or {}).get("split") or {}
+    return (
+        preset == PAPER_PRESET
+        and split.get("clients", PAPER_CLIENTS) == PAPER_CLIENTS
+        and split.get("folds", PAPER_FOLDS) == PAPER_FOLDS
+    )
+
+
+def published_mean(name: str, method: str, n: int) -> tuple[float, float] | None:
+    """(mean, std) that Wu et al. 2021 print for a registry method at N (or M), or None."""
+    table = fcl_table(name)
+    hit = table[(table["method"] == method) & (table["n"] == n)]
+    return (float(hit["mean"].iloc[0]), float(hit["std"].iloc[0])) if len(hit) else None

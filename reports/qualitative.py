@@ -1,8 +1,10 @@
 """Qualitative grid: the same test slices, their ground truth, and each method's prediction.
 
 Uses the fine-tuned models the runner keeps (``<run>/models/{method}-seed{s}-{mode}-N{n}.pt``,
-fold 0, client 0): nothing is fine-tuned again here. Slices come from client 0's
-test patients: the slices with the largest labelled areas, one volume after another.
+fold 0, client 0): nothing is fine-tuned again here. Each row is a different test patient
+of client 0 (the slice with the largest labelled area of its first labelled volume), cropped
+around the heart (the labelled region with a margin); the Dice under each prediction is the
+2D Dice of that slice (mean over the foreground classes present), not the volume's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from bench.reports.aggregate import method_order
 from bench.reports.figures import label_overlay, themed
+from bench.reports.names import display_name
 
 MODEL_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)-(?P<mode>[a-z]+)-N(?P<n>\d+)\.pt$")
 
@@ -37,23 +40,37 @@ def find_models(run_dir: Path) -> dict[tuple[str, int], dict[str, Path]]:
 
 
 def pick_slices(bundle, n_slices: int = 3) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-    """(patient, where, image, label) 2D slices of client 0's test volumes: the slice with the
-    largest labelled area of each volume in turn, then the next largest, until ``n_slices``."""
-    ranked = []
+    """(patient, where, image, label) 2D slices of client 0's test volumes, one per patient
+    (distinct patients, never the same one twice): the slice with the largest labelled area."""
+    picked = []
     for patient in sorted(bundle.split.clients[0].test):
         for volume in bundle.volumes[patient]:
-            if volume.label is not None:
-                area = (volume.label > 0).reshape(volume.label.shape[0], -1).sum(axis=1)
-                order = [int(z) for z in np.argsort(-area, kind="stable") if area[z] > 0]
-                ranked.append((patient, volume, order))
-                break
-    picked = []
-    for depth in range(max((len(order) for *_, order in ranked), default=0)):
-        for patient, volume, order in ranked:
-            if depth < len(order) and len(picked) < n_slices:
-                z = order[depth]
+            if volume.label is None:
+                continue
+            area = (volume.label > 0).reshape(volume.label.shape[0], -1).sum(axis=1)
+            if area.max() > 0:
+                z = int(np.argmax(area))
                 picked.append((patient, f"{volume.phase} z={z}", volume.image[z], volume.label[z]))
+                break
+        if len(picked) == n_slices:
+            break
     return picked
+
+
+def heart_box(label: np.ndarray, margin: float = 0.35, minimum: int = 24) -> tuple[slice, slice]:
+    """A square crop around the labelled region (the heart), with a margin, inside the image."""
+    rows, cols = np.nonzero(label)
+    if not len(rows):
+        return slice(None), slice(None)
+    centre = ((rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2)
+    extent = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    side = min(max(int(round(extent * (1 + 2 * margin))), minimum), *label.shape)
+    box = []
+    for c, size in zip(centre, label.shape, strict=True):
+        start = int(round(c - side / 2))
+        start = min(max(start, 0), size - side)
+        box.append(slice(start, start + side))
+    return box[0], box[1]
 
 
 def load_model(config: dict, path: Path, num_classes: int) -> torch.nn.Module:
@@ -82,38 +99,41 @@ def slice_dice(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> f
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def grid(config: dict, bundle, models: dict[str, Path], title: str, n_slices: int = 3) -> MplFigure:
+def grid(
+    config: dict, bundle, models: dict[str, Path], title: str, n_slices: int = 3, name=None
+) -> MplFigure:
+    name = name or display_name
     slices = pick_slices(bundle, n_slices)
     methods = method_order(models)
     nets = {m: load_model(config, models[m], bundle.num_classes) for m in methods}
     colours = sns.color_palette("Set1", n_colors=bundle.num_classes - 1)
     ncols = 2 + len(methods)
-    figure, axes = themed(1.9 * ncols, 2.0 * len(slices) + 0.5, ncols=ncols, nrows=len(slices))
+    figure, axes = themed(1.9 * ncols, 2.0 * len(slices) + 0.6, ncols=ncols, nrows=len(slices))
     for row, (patient, where, image, label) in enumerate(slices):
-        axes[row, 0].imshow(image, cmap="gray", interpolation="nearest")
+        crop = heart_box(label)
+        axes[row, 0].imshow(image[crop], cmap="gray", interpolation="nearest")
         axes[row, 0].set_xticks([])
         axes[row, 0].set_yticks([])
         axes[row, 0].set_ylabel(f"{patient}\n{where}", fontsize=7)
-        label_overlay(axes[row, 1], image, label, colours)
+        label_overlay(axes[row, 1], image[crop], label[crop], colours)
         for col, method in enumerate(methods, start=2):
             prediction = predict_slice(nets[method], image)
-            label_overlay(axes[row, col], image, prediction, colours)
-            axes[row, col].set_xlabel(
-                f"Dice {slice_dice(prediction, label, bundle.num_classes):.2f}", fontsize=7
-            )
+            label_overlay(axes[row, col], image[crop], prediction[crop], colours)
+            dice = slice_dice(prediction, label, bundle.num_classes)
+            axes[row, col].set_xlabel(f"2D slice Dice {dice:.2f}", fontsize=7)
         if row == 0:
-            for col, name in enumerate(["image", "ground truth", *methods]):
-                axes[row, col].set_title(name, fontsize=8)
+            for col, column in enumerate(["image", "ground truth", *[name(m) for m in methods]]):
+                axes[row, col].set_title(column, fontsize=8)
     legend = ", ".join(
-        f"{name}: {['red', 'blue', 'green', 'purple'][i % 4]}"
-        for i, name in enumerate(bundle.class_names)
+        f"{class_name}: {['red', 'blue', 'green', 'purple'][i % 4]}"
+        for i, class_name in enumerate(bundle.class_names)
     )
-    figure.suptitle(f"{title}\n({legend})", fontsize=9)
+    figure.suptitle(f"{title}\n(cropped around the heart; {legend})", fontsize=9)
     return figure
 
 
 def qualitative_figures(
-    run_dir: Path, bundle=None, n_slices: int = 3, name: str | None = None
+    run_dir: Path, bundle=None, n_slices: int = 3, name: str | None = None, display=None
 ) -> tuple[list[tuple[str, str, MplFigure]], str | None]:
     """[(slug, title, figure)] for each (mode, N) with saved models, or a note saying why none."""
     run_dir = Path(run_dir)
@@ -136,5 +156,5 @@ def qualitative_figures(
             f"N={n} (fold 0 model)"
         )
         slug = f"qualitative-{re.sub(r'[^A-Za-z0-9]+', '-', name or run_dir.name)}-{mode}-n{n}"
-        out.append((slug, title, grid(config, bundle, by_method, title, n_slices)))
+        out.append((slug, title, grid(config, bundle, by_method, title, n_slices, name=display)))
     return out, None

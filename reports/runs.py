@@ -47,6 +47,7 @@ class Run:
     profile_json: dict[str, object] = field(default_factory=dict)
     timings: pd.DataFrame = field(default_factory=pd.DataFrame)
     models: list[Path] = field(default_factory=list)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # curves/finetune/*.csv, tidy
     name: str = ""  # unique among the runs of one report (load_runs)
 
     def __post_init__(self):
@@ -89,8 +90,21 @@ def _read_timings(path: Path) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+# Columns some runs write beside ROW_COLUMNS, kept when present: where the data came from
+# (``synthetic:...`` or a folder; absent in older runs, which were synthetic).
+OPTIONAL_COLUMNS = ["data_source"]
+
+
+def _read_curves(folder: Path) -> pd.DataFrame:
+    """The fine-tuning units' per-round curves (docs/FORMATS.md, "Curves"), concatenated."""
+    frames = list(_read_csvs(folder).values())
+    frames = [f for f in frames if {"method", "setting", "round", "metric", "value"} <= set(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    rows = rows.reindex(columns=ROW_COLUMNS).copy()
+    extra = [c for c in OPTIONAL_COLUMNS if c in rows.columns and c not in ROW_COLUMNS]
+    rows = rows.reindex(columns=[*ROW_COLUMNS, *extra]).copy()
     for column in ("n_labeled", "fold", "client", "seed"):
         rows[column] = pd.to_numeric(rows[column]).astype("int64")
     rows["dice"] = pd.to_numeric(rows["dice"], errors="coerce").astype(float)
@@ -131,6 +145,7 @@ def load_run(path: str | Path) -> Run:
         profile_json=_read_jsons(path / "profile"),
         timings=_read_timings(path / "timings.jsonl"),
         models=sorted((path / "models").glob("*.pt")) if (path / "models").is_dir() else [],
+        curves=_read_curves(path / "curves" / "finetune"),
     )
 
 

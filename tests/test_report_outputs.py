@@ -87,7 +87,8 @@ def test_html_embeds_every_table_and_figure(written):
 
 def test_figures_are_real_images(written):
     for figure in written.report.figures():
-        png, svg = (written.out / f for f in figure.files)
+        png, pdf, svg = (written.out / f for f in figure.files)
+        assert pdf.read_bytes()[:5] == b"%PDF-"
         assert_real_image(Image.open(png))
         root = ET.parse(svg).getroot()
         assert (
@@ -111,10 +112,10 @@ def test_missing_cells_shown_as_missing(written):
     table = pd.read_csv(
         written.out / "tables" / "dice-acdc-federated-tiny-aaaaaaaa.csv", keep_default_na=False
     )
-    assert table.set_index("Method").loc["fcl", "N=4"] == MISSING
+    assert table.set_index("Method").loc["FCL", "N=4"] == MISSING
     markdown = (written.out / "report.md").read_text()
     assert re.search(
-        rf"^\| fcl \| \*\*0\.\d{{3}} ± 0\.\d{{3}}\*\*†?\*? \| {MISSING} \|$", markdown, re.MULTILINE
+        rf"^\| FCL \| \*\*0\.\d{{3}} ± 0\.\d{{3}}\*\*†?\*? \| {MISSING} \|$", markdown, re.MULTILINE
     )
     summary = pd.read_csv(written.out / "summary.csv")
     assert not (
@@ -245,11 +246,11 @@ def test_unfinished_work_shows_as_missing(tmp_path):
         written.out / "tables" / "dice-acdc-local-tiny-aaaaaaaa.csv", keep_default_na=False
     )
     assert list(local.columns) == ["Method", "N=1", "N=4"] and list(local["Method"]) == [
-        "random",
-        "simclr",
+        "Random init",
+        "SimCLR",
     ]
-    assert local.set_index("Method").loc["random"].tolist() == [MISSING, MISSING]
-    assert local.set_index("Method").loc["simclr", "N=4"] == MISSING
+    assert local.set_index("Method").loc["Random init"].tolist() == [MISSING, MISSING]
+    assert local.set_index("Method").loc["SimCLR", "N=4"] == MISSING
     federated = pd.read_csv(
         written.out / "tables" / "dice-acdc-federated-tiny-aaaaaaaa.csv", keep_default_na=False
     )
@@ -265,7 +266,7 @@ def test_unfinished_work_shows_as_missing(tmp_path):
     table = pd.read_csv(
         written.out / "tables" / "dice-acdc-local-tiny-ffffffff.csv", keep_default_na=False
     )
-    assert table.to_numpy().tolist() == [["fcl", MISSING, MISSING]]
+    assert table.to_numpy().tolist() == [["FCL", MISSING, MISSING]]
 
 
 def test_runs_with_the_same_folder_name_keep_their_own_figures(tmp_path):

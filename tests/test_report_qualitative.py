@@ -73,7 +73,12 @@ def test_grid_of_same_slices_for_every_method(tmp_path):
     slug, title, figure = figures[0]
     assert "local fine-tuning, N=1" in title
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
-    assert titles == ["image", "ground truth", "random", "simclr"]
+    assert titles == ["image", "ground truth", "Random init", "SimCLR"]
+    labels = [ax.get_xlabel() for ax in figure.axes if ax.get_xlabel()]
+    assert len(labels) == 4 and all(t.startswith("2D slice Dice ") for t in labels)
+    # Cropped around the heart (a disc of radius 6 at (16, 16)), not the whole 32 x 32 slice.
+    shown = figure.axes[0].get_images()[0].get_array().shape
+    assert 13 <= shown[0] == shown[1] < 32
     rows = [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
     assert rows == [
         "patient001\nED z=2",
@@ -110,12 +115,26 @@ def test_grid_with_real_data_loading(tmp_path):
     assert note is None and len(figures) == 1
 
 
-def test_slices_fill_up_from_few_volumes():
+def test_slices_are_distinct_patients():
     from bench.reports.qualitative import pick_slices
 
     bundle = fake_bundle()
     volume = bundle.volumes["patient001"][0]
     volume.label[1] = volume.label[2] * (np.arange(32) < 16)  # a smaller second labelled slice
-    bundle.split.clients[0].test = ["patient001"]
     picked = pick_slices(bundle, n_slices=3)
-    assert [where for _, where, _, _ in picked] == ["ED z=2", "ED z=1"]
+    assert [(p, where) for p, where, _, _ in picked] == [
+        ("patient001", "ED z=2"),
+        ("patient002", "ED z=2"),
+    ]  # two patients: two rows, never a patient twice
+    bundle.split.clients[0].test = ["patient001"]
+    assert len(pick_slices(bundle, n_slices=3)) == 1
+
+
+def test_heart_box_is_a_square_around_the_label():
+    from bench.reports.qualitative import heart_box
+
+    label = np.zeros((64, 64), dtype=np.uint8)
+    label[50:60, 4:12] = 1
+    rows, cols = heart_box(label)
+    assert rows.stop - rows.start == cols.stop - cols.start == 24  # the minimum side
+    assert 0 <= cols.start <= 4 and cols.stop >= 12 and rows.start <= 50 and rows.stop == 64

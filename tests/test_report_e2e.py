@@ -92,7 +92,8 @@ def test_pretrain_transfer_and_report(tmp_path):
         s for s in slugs if s.startswith("dice-hvsmr-from-acdc-local-tiny-") and s.count("-") == 6
     )
     table = pd.read_csv(out / "tables" / f"{transfer}.csv", keep_default_na=False)
-    assert list(table.columns) == ["Method", "M=1"] and set(table["Method"]) == {"random", "simclr"}
+    assert list(table.columns) == ["Method", "M=1", "M=2", "M=4", "M=8"]
+    assert set(table["Method"]) == {"Random init", "SimCLR"}
     assert {"qualitative-acdc-local-n1", "qualitative-hvsmr-local-n1", "pretrain-loss-acdc"} <= {
         p.stem for p in (out / "figures").glob("*.png")
     }

@@ -10,6 +10,7 @@ import torch
 from bench.backbone import build_unet
 from bench.device import DeviceSettings
 from bench.federated.task import FederatedTask, RoundResult
+from bench.methods.base import PretrainMethod
 from bench.registry import get_method
 from bench.sampling import SliceStack
 from bench.seeding import derive_seed, generator
@@ -20,7 +21,7 @@ class PretrainTask(FederatedTask):
         self,
         *,
         config: dict,
-        method: str,
+        method: str | type[PretrainMethod],
         seed: int,
         work_dir: Path,
         client_volumes: list[list[np.ndarray]],
@@ -28,8 +29,9 @@ class PretrainTask(FederatedTask):
         show_progress: bool = False,
     ):
         self.config, self.seed, self.work_dir = config, seed, Path(work_dir)
-        self.method_cls = get_method(method)
-        self.method_name = method
+        # A name is looked up here; a caller that already resolved the method passes its class.
+        self.method_cls = get_method(method) if isinstance(method, str) else method
+        self.method_name = self.method_cls.name
         setting = config["pretrain"]["setting"]
         self.aggregate = setting != "local" and self.method_cls.federation == "fedavg"
         self.exchanges = self.aggregate

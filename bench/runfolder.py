@@ -70,7 +70,9 @@ def check_made_by_bench(run_dir: Path, *, allow_empty: bool = False) -> None:
         info = json.loads(marker.read_text())
         version = int(info["format"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(marker, "unreadable run folder marker (expected JSON with 'format')")
+        raise DataError(
+            marker, "unreadable run folder marker (expected JSON with 'format')"
+        ) from None
     if version != FORMAT:
         raise DataError(
             run_dir, f"run folder of format {version}; this bench reads format {FORMAT}: {REDO}"

@@ -10,7 +10,6 @@ import contextlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,14 +17,13 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from bench.config import ConfigError, config_hash
-from bench.data import DataBundle, prepare_data
+from bench.config import Config, ConfigError, config_hash
+from bench.data import DataBundle
 from bench.datasets.errors import DataError
 from bench.evaluation import dice_per_class, predict_volume
 from bench.federated.engine import run_task
 from bench.finetune import FinetuneTask
-from bench.io import atomic_torch_save, atomic_write_text, torch_load
-from bench.pretrain import PretrainTask
+from bench.io import atomic_torch_save, atomic_write_text
 from bench.provenance import code_version, hardware, library_versions
 from bench.registry import get_method
 from bench.results import ResultStore
@@ -35,24 +33,7 @@ from bench.runfolder import (
     clear_for_fresh,
     write_marker,
 )
-
-
-@dataclass(frozen=True)
-class Unit:
-    method: str
-    seed: int
-    mode: str
-    n: int
-    fold: int
-
-    def as_dict(self) -> dict:
-        return {
-            "method": self.method,
-            "seed": self.seed,
-            "mode": self.mode,
-            "n": self.n,
-            "fold": self.fold,
-        }
+from bench.task_factory import TaskFactory, Unit
 
 
 def read_saved_config(path: Path) -> dict:
@@ -99,79 +80,43 @@ def open_run_dir(run_dir: Path, config: dict, fresh: bool) -> RunFolderLock:
 
 
 class Runner:
-    def __init__(self, config: dict, run_dir: Path, *, progress: bool = True):
+    def __init__(self, config: Config, run_dir: Path, *, progress: bool = True):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.store = ResultStore(self.run_dir)
-        if config["run"]["threads"]:
-            torch.set_num_threads(config["run"]["threads"])
-        self._bundle: DataBundle | None = None
+        self.tasks = TaskFactory(config, self.run_dir, progress=progress)
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
 
     @property
     def bundle(self) -> DataBundle:
-        if self._bundle is None:
-            self._bundle = prepare_data(self.config, self.run_dir, progress=self.progress)
-        return self._bundle
+        return self.tasks.bundle
 
     def units(self, methods: list[str]) -> list[Unit]:
         cfg = self.config
         return [
             Unit(method, seed, mode, n, fold)
-            for seed in cfg["run"]["seeds"]
+            for seed in cfg.run.seeds
             for method in methods
-            for mode in cfg["finetune"]["modes"]
-            for n in cfg["split"]["n_values"]
-            for fold in range(cfg["split"]["folds"])
+            for mode in cfg.finetune.modes
+            for n in cfg.split.n_values
+            for fold in range(cfg.split.folds)
         ]
 
     # -- pretraining ----------------------------------------------------
     def pretrain(self, method: str, seed: int) -> list[dict]:
         """Per client, the U-Net parts to start fine-tuning from (empty for random init)."""
-        clients = len(self.bundle.split.clients)
-        if not get_method(method).needs_pretraining:
-            return [{} for _ in range(clients)]
-        source = self.config["pretrain"]["from_run"]
-        if source is not None:
-            return self.transferred_parts(Path(source), method, seed, clients)
-        path = self.run_dir / "pretrained" / f"{method}-seed{seed}.pt"
-        if path.exists():
-            return torch_load(path)
-        task = self.pretrain_task(method, seed)
-        final = run_task(task, self.config["run"])
+        method_cls = get_method(method)
+        parts = self.tasks.saved_parts(method_cls, seed)
+        if parts is not None:
+            return parts
+        task = self.tasks.pretrain_task(method_cls, seed)
+        final = run_task(task, self.config.run)
         parts = task.pretrained_parts(final)
-        if self.config["pretrain"]["setting"] == "centralized":
-            parts = parts * clients
+        if self.config.pretrain.setting == "centralized":
+            parts = parts * self.tasks.num_clients
         self.write_loss_history(method, seed, final["history"])
-        atomic_torch_save(path, parts)
+        atomic_torch_save(self.tasks.pretrained_path(method, seed), parts)
         return parts
-
-    @staticmethod
-    def transferred_parts(source: Path, method: str, seed: int, clients: int) -> list[dict]:
-        """Pretrained parts from another run; client i takes source client i mod K."""
-        path = source / "pretrained" / f"{method}-seed{seed}.pt"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: pretrain.from_run has no pretrained {method} (seed {seed}); run it there "
-                "first"
-            )
-        parts = torch_load(path)
-        return [parts[i % len(parts)] for i in range(clients)]
-
-    def pretrain_dataset(self) -> str:
-        source = self.config["pretrain"]["from_run"]
-        if source is None:
-            return self.bundle.layout
-        return yaml.safe_load((Path(source) / "run.yaml").read_text())["dataset"]
-
-    def pretrain_task(self, method: str, seed: int) -> PretrainTask:
-        return PretrainTask(
-            config=self.config,
-            method=method,
-            seed=seed,
-            work_dir=self.run_dir / "work" / "pretrain" / f"{method}-seed{seed}",
-            client_volumes=self.bundle.pretrain_volumes(self.config["pretrain"]["setting"]),
-            spec=self.job_spec("pretrain", method=method, seed=seed),
-            show_progress=self.progress,
-        )
 
     def write_loss_history(self, method: str, seed: int, history: list[dict]) -> None:
         """pretrain_loss/<method>-seed<s>.csv: one row per (round, client), the loss and whatever
@@ -200,27 +145,9 @@ class Runner:
         )
 
     # -- fine-tuning and evaluation -------------------------------------
-    def finetune_task(self, unit: Unit, init_parts: list[dict]) -> FinetuneTask:
-        bundle = self.bundle
-        clients = bundle.split.clients
-        return FinetuneTask(
-            config=self.config,
-            mode=unit.mode,
-            seed=unit.seed,
-            work_dir=self.run_dir
-            / "work"
-            / "finetune"
-            / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}-fold{unit.fold}",
-            labeled=[bundle.labeled(c.labeled_patients(unit.n, unit.fold)) for c in clients],
-            validation=[bundle.labeled(c.val) for c in clients],
-            num_classes=bundle.num_classes,
-            init_parts=init_parts,
-            spec=self.job_spec("finetune", **unit.as_dict()),
-        )
-
     def finetune(self, unit: Unit, init_parts: list[dict]) -> list[dict]:
-        task = self.finetune_task(unit, init_parts)
-        models = task.selected_models(run_task(task, self.config["run"]))
+        task = self.tasks.finetune_task(unit, init_parts)
+        models = task.selected_models(run_task(task, self.config.run))
         if unit.fold == 0:
             # One fine-tuned model per (method, mode, N) for the report's qualitative figure.
             atomic_torch_save(
@@ -235,8 +162,8 @@ class Runner:
         bundle = self.bundle
         metadata = {
             "method": unit.method,
-            "pretrain_setting": self.config["pretrain"]["setting"],
-            "pretrain_dataset": self.pretrain_dataset(),
+            "pretrain_setting": self.config.pretrain.setting,
+            "pretrain_dataset": self.tasks.pretrain_dataset(),
             "finetune_mode": unit.mode,
             "dataset": bundle.layout,
             "n_labeled": unit.n,
@@ -244,7 +171,7 @@ class Runner:
             "seed": unit.seed,
             "split_hash": bundle.split.hash,
             "config_hash": config_hash(self.config),
-            "preset": self.config["preset"],
+            "preset": self.config.preset,
             "code_version": code_version(),
             "versions": library_versions(),
         }
@@ -276,9 +203,6 @@ class Runner:
         record = {"phase": phase, **fields, "seconds": round(time.perf_counter() - start, 3)}
         with open(self.run_dir / "timings.jsonl", "a") as log:
             log.write(json.dumps(record) + "\n")
-
-    def job_spec(self, kind: str, **fields) -> dict:
-        return {"kind": kind, "config": self.config, "run_dir": str(self.run_dir), **fields}
 
     # -- the whole run --------------------------------------------------
     def run(self, methods: list[str]) -> None:

@@ -350,7 +350,7 @@ def summary_frame(analysis: Analysis) -> pd.DataFrame:
 
 def build_report(run_dirs, out_dir, *, qualitative: bool = True, quiet: bool = False) -> Written:
     from bench.provenance import code_version, hardware
-    from bench.reports.provenance import provenance_blocks
+    from bench.reports.provenance_section import provenance_blocks
 
     start = time.perf_counter()
     out = Path(out_dir)

@@ -3,7 +3,7 @@ loopback.
 
 The task is the tiny preset's pretraining (widths 8-64 at 64 px, 5 local steps of
 4 volumes x 4 partitions per client and round) on the synthetic volumes of
-``bench.federated.testing``, for two clients. Each engine runs it with 1 and with
+``bench.synthetic_tasks``, for two clients. Each engine runs it with 1 and with
 ``--rounds`` rounds from a fresh folder; the time per round is the difference
 divided by the extra rounds, so start-up is left out of it and reported on its
 own: a first, untimed one-round run in-process and under simulation (imports,
@@ -25,7 +25,7 @@ from bench.federated.deployment import write_app_dir
 from bench.federated.engine import run_task
 from bench.federated.jobs import write_job
 from bench.federated.loopback import LocalFederation
-from bench.federated.testing import build_synthetic_task, synthetic_spec
+from bench.synthetic_tasks import build_synthetic_task, synthetic_spec
 
 SITES = 2
 TINY_PRETRAINING = {

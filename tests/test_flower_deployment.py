@@ -19,8 +19,8 @@ from bench.federated.deployment import write_app_dir
 from bench.federated.engine import run_task
 from bench.federated.jobs import write_job
 from bench.federated.loopback import LocalFederation, node_config
-from bench.federated.testing import build_synthetic_task, synthetic_spec
 from bench.io import torch_load
+from bench.synthetic_tasks import build_synthetic_task, synthetic_spec
 
 HAS_SUPERLINK = (
     bool(shutil.which("flower-superlink"))

@@ -19,7 +19,7 @@ from bench.federated.deployment import write_app_dir
 from bench.federated.engine import run_task
 from bench.federated.grid import InProcessGrid
 from bench.federated.strategy import ClientFailure, summarize
-from bench.federated.testing import build_synthetic_task, synthetic_spec
+from bench.synthetic_tasks import build_synthetic_task, synthetic_spec
 
 CLIENTS = 3
 

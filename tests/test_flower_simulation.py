@@ -14,8 +14,8 @@ from bench.federated import simulation
 from bench.federated.checkpoint import load_final
 from bench.federated.engine import run_task
 from bench.federated.strategy import BenchFedAvg, ClientFailure
-from bench.federated.testing import build_synthetic_task, synthetic_spec
 from bench.io import torch_load
+from bench.synthetic_tasks import build_synthetic_task, synthetic_spec
 
 pytestmark = pytest.mark.slow
 

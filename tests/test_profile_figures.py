@@ -18,7 +18,7 @@ import torch
 
 from bench.backbone import build_unet
 from bench.config import load_config
-from bench.federated.records import arrays_to_record, record_bytes, state_to_record
+from bench.federated.serialization import arrays_to_record, record_bytes, state_to_record
 from bench.profile import COLUMNS, load_profile, run_profile
 from bench.profile.core import attach_data_pipeline, derived
 from bench.profile.steps import StepSettings, profile_pretrain_step, tensor_bytes

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from bench.federated.checkpoint import ServerCheckpoint
 from bench.federated.jobs import task_for
-from bench.federated.records import (
+from bench.federated.serialization import (
     arrays_to_record,
     record_to_arrays,
     record_to_state,

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.federated.records import (
+from bench.federated.serialization import (
     arrays_to_record,
     record_to_arrays,
     record_to_state,
@@ -17,7 +17,7 @@ from bench.io import atomic_torch_save, atomic_write_text, torch_load
 
 
 def _as_tensors(arrays: dict) -> dict:
-    """Payload arrays as tensors: a checkpoint holds nothing torch.load(weights_only=True) refuses."""
+    """Payload arrays as tensors, which torch.load(weights_only=True) accepts."""
     import torch
 
     return {key: torch.from_numpy(array.copy()) for key, array in arrays.items()}

@@ -1,8 +1,9 @@
 """Job files: how a ClientApp or ServerApp in any process finds its task.
 
-The runner writes a job file (JSON) describing the task; ``task_for(path)``
-builds the task from it once per process. The in-process engine registers the
-task object it already holds, so nothing is built twice.
+The runner writes a job file (JSON) describing the task and naming the
+function that builds it; ``task_for(path)`` builds the task from it once per
+process. The in-process engine registers the task object it already holds, so
+nothing is built twice.
 """
 
 from __future__ import annotations
@@ -42,20 +43,22 @@ class JobFileError(ValueError):
 
 
 def build_from_spec(spec: dict):
-    """The task a job file describes: ``spec["factory"]`` ("module:function", a module inside
-    ``bench``) or bench.tasks. A job file names code to run, so it may name only bench's own."""
-    factory = spec.get("factory")
-    if factory:
-        module, _, name = str(factory).partition(":")
-        if not (module == "bench" or module.startswith("bench.")) or not name.isidentifier():
-            raise JobFileError(
-                f"factory {factory!r} is not a function inside the bench package; "
-                "a job file may only name bench's own task factories"
-            )
-        return getattr(importlib.import_module(module), name)(spec)
-    from bench.tasks import build_task  # imported late: it loads data and models
+    """The task a job file describes, built by the function its ``factory`` names.
 
-    return build_task(spec)
+    ``factory`` is "module:function" inside ``bench`` (the runner's jobs name
+    ``bench.task_factory:build_task``), so the engine never imports the layers above
+    it. A job file names code to run, so it may name only bench's own.
+    """
+    factory = spec.get("factory")
+    if not factory:
+        raise JobFileError("no 'factory' (\"module:function\" inside bench that builds the task)")
+    module, _, name = str(factory).partition(":")
+    if not (module == "bench" or module.startswith("bench.")) or not name.isidentifier():
+        raise JobFileError(
+            f"factory {factory!r} is not a function inside the bench package; "
+            "a job file may only name bench's own task factories"
+        )
+    return getattr(importlib.import_module(module), name)(spec)
 
 
 def read_job(path: Path) -> dict:

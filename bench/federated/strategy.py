@@ -25,7 +25,7 @@ from flwr.app import (
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from bench.federated.records import record_bytes
+from bench.federated.serialization import record_bytes
 
 # What a RecordDict holds under one key.
 RecordItem = ArrayRecord | MetricRecord | ConfigRecord

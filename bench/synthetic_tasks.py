@@ -27,7 +27,7 @@ import torch
 
 from bench.config import load_config, merge
 
-FACTORY = "bench.federated.testing:build_synthetic_task"
+FACTORY = "bench.synthetic_tasks:build_synthetic_task"
 
 TINY_OVERRIDES = {
     "data": {"preprocess": {"size": 32}},

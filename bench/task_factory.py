@@ -1,0 +1,153 @@
+"""The tasks of a run: builds pretraining and fine-tuning tasks from the config and the data.
+
+The runner asks a ``TaskFactory`` for its tasks; a job file names ``build_task``
+(``FACTORY``) so that a ClientApp in another process (a Ray worker, a SuperNode)
+builds the same task from the same spec. This layer sits between the runner and
+the engine: it imports the engine's task classes, never the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bench.config import Config, as_config
+from bench.data import DataBundle, prepare_data
+from bench.finetune import FinetuneTask
+from bench.io import torch_load
+from bench.methods.base import PretrainMethod
+from bench.pretrain import PretrainTask
+from bench.registry import get_method
+
+FACTORY = "bench.task_factory:build_task"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One fine-tuning and evaluation unit of a run."""
+
+    method: str
+    seed: int
+    mode: str
+    n: int
+    fold: int
+
+    def as_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "seed": self.seed,
+            "mode": self.mode,
+            "n": self.n,
+            "fold": self.fold,
+        }
+
+
+class TaskFactory:
+    def __init__(self, config: Config, run_dir: Path, *, progress: bool = True):
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self._bundle: DataBundle | None = None
+
+    @property
+    def bundle(self) -> DataBundle:
+        if self._bundle is None:
+            self._bundle = prepare_data(self.config, self.run_dir, progress=self.progress)
+        return self._bundle
+
+    @property
+    def num_clients(self) -> int:
+        """The split's number of clients (the one place it is derived)."""
+        return len(self.bundle.split.clients)
+
+    def job_spec(self, kind: str, **fields) -> dict:
+        return {
+            "factory": FACTORY,
+            "kind": kind,
+            "config": self.config,
+            "run_dir": str(self.run_dir),
+            **fields,
+        }
+
+    def pretrained_path(self, method: str, seed: int) -> Path:
+        return self.run_dir / "pretrained" / f"{method}-seed{seed}.pt"
+
+    def saved_parts(self, method_cls: type[PretrainMethod], seed: int) -> list[dict] | None:
+        """Per client, the U-Net parts fine-tuning starts from, when no pretraining is needed.
+
+        Empty parts for a method that does not pretrain, another run's parts with
+        ``pretrain.from_run``, this run's saved parts; None when pretraining must run.
+        """
+        if not method_cls.needs_pretraining:
+            return [{} for _ in range(self.num_clients)]
+        source = self.config.pretrain.from_run
+        if source is not None:
+            return transferred_parts(Path(source), method_cls.name, seed, self.num_clients)
+        path = self.pretrained_path(method_cls.name, seed)
+        return torch_load(path) if path.exists() else None
+
+    def pretrain_dataset(self) -> str:
+        source = self.config.pretrain.from_run
+        if source is None:
+            return self.bundle.layout
+        return yaml.safe_load((Path(source) / "run.yaml").read_text())["dataset"]
+
+    def pretrain_task(self, method_cls: type[PretrainMethod], seed: int) -> PretrainTask:
+        method = method_cls.name
+        return PretrainTask(
+            config=self.config,
+            method=method_cls,
+            seed=seed,
+            work_dir=self.run_dir / "work" / "pretrain" / f"{method}-seed{seed}",
+            client_volumes=self.bundle.pretrain_volumes(self.config.pretrain.setting),
+            spec=self.job_spec("pretrain", method=method, seed=seed),
+            show_progress=self.progress,
+        )
+
+    def finetune_task(self, unit: Unit, init_parts: list[dict]) -> FinetuneTask:
+        bundle = self.bundle
+        clients = bundle.split.clients
+        return FinetuneTask(
+            config=self.config,
+            mode=unit.mode,
+            seed=unit.seed,
+            work_dir=self.run_dir
+            / "work"
+            / "finetune"
+            / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}-fold{unit.fold}",
+            labeled=[bundle.labeled(c.labeled_patients(unit.n, unit.fold)) for c in clients],
+            validation=[bundle.labeled(c.val) for c in clients],
+            num_classes=bundle.num_classes,
+            init_parts=init_parts,
+            spec=self.job_spec("finetune", **unit.as_dict()),
+        )
+
+
+def transferred_parts(source: Path, method: str, seed: int, clients: int) -> list[dict]:
+    """Pretrained parts from another run; client i takes source client i mod K."""
+    path = source / "pretrained" / f"{method}-seed{seed}.pt"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: pretrain.from_run has no pretrained {method} (seed {seed}); run it there "
+            "first"
+        )
+    parts = torch_load(path)
+    return [parts[i % len(parts)] for i in range(clients)]
+
+
+def build_task(spec: dict):
+    """The task a job file describes (its ``factory``), built in any process."""
+    factory = TaskFactory(as_config(spec["config"]), Path(spec["run_dir"]), progress=False)
+    method_cls = get_method(spec["method"])
+    if spec["kind"] == "pretrain":
+        return factory.pretrain_task(method_cls, spec["seed"])
+    if spec["kind"] == "finetune":
+        unit = Unit(spec["method"], spec["seed"], spec["mode"], spec["n"], spec["fold"])
+        parts = factory.saved_parts(method_cls, unit.seed)
+        if parts is None:
+            raise FileNotFoundError(
+                f"{factory.pretrained_path(unit.method, unit.seed)}: the pretrained parts this "
+                "fine-tuning job starts from are missing (the runner writes them first)"
+            )
+        return factory.finetune_task(unit, parts)
+    raise ValueError(f"job file: unknown task kind {spec['kind']!r}")

@@ -39,6 +39,8 @@ def cmd_run(args) -> int:
 
     config = load_config(args.preset, run_overrides(args))
     methods = resolve_method_names(args.methods)
+    if args.dry_run:
+        return dry_run(config, methods, args.profile)
     check_device(config)
     run_dir = Path(args.out or Path("runs") / (args.preset or "default"))
     with open_run_dir(run_dir, config, args.fresh):
@@ -49,6 +51,22 @@ def cmd_run(args) -> int:
     rows = rows[rows["method"].isin(methods)]
     print(f"\nMean Dice (foreground classes, test patients; split {runner.bundle.split.hash}):")
     print(summary_table(rows).to_string())
+    return 0
+
+
+def dry_run(config: dict, methods: list[str], profiles: list[str] | None) -> int:
+    from bench.projection import format_projection, project
+
+    paths = None
+    if profiles:
+        paths = [Path(p) for p in profiles]
+        for path in paths:
+            if not path.exists():
+                raise FileNotFoundError(f"--profile {path}: no such folder")
+    projection = project(
+        config, methods, profile_paths=paths, log=lambda text: print(text, file=sys.stderr)
+    )
+    print(format_projection(config, methods, projection))
     return 0
 
 
@@ -100,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default: runs/<preset>)")
     run.add_argument("--fresh", action="store_true", help="delete the run folder and start over")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the units, the steps of each phase and the projected time; run nothing",
+    )
+    run.add_argument(
+        "--profile",
+        action="append",
+        metavar="DIR",
+        help="--dry-run: per-step times from this bench profile folder or run folder "
+        "(default: runs/profile-*; steps no profile has are timed here on the CPU)",
+    )
     run.set_defaults(func=cmd_run)
 
     methods = commands.add_parser("methods", help="list the registered methods")

@@ -1,0 +1,258 @@
+"""``bench run --dry-run``: what a run would do and how long it would take, without running it.
+
+The plan follows ``Runner``: one pretraining per (method, seed) for methods that
+pretrain (``rounds x local_steps`` steps on each pretraining client, one
+client when ``pretrain.setting`` is centralized), then one fine-tuning per
+unit (method, seed, mode, N, fold): ``rounds x local_steps`` steps on each
+client, in both modes. These are the step counts of the configured budget:
+where a unit may stop early they are its maximum.
+
+Per-step times come from a recorded ``bench profile`` (its CSV rows: the
+newest for each phase and method at the configured image size and device,
+scaled linearly when its batch differs), or, for steps no profile has, from
+a few steps timed here (``bench.profile.steps``) at a reduced batch and
+scaled to the configured one. Times are never invented for a device this
+machine does not have: a CUDA config without a recorded CUDA profile gets
+the CPU projection, labelled as such. Data preparation, validation and the
+evaluation's inference are not projected.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.registry import get_method
+
+
+@dataclass
+class PhasePlan:
+    phase: str  # pretrain | finetune
+    method: str
+    runs: int  # pretrainings (method x seed) or fine-tuning units
+    rounds: int
+    local_steps: int
+    clients: int
+    batch: int
+
+    @property
+    def steps_per_run(self) -> int:
+        return self.rounds * self.local_steps * self.clients
+
+    @property
+    def steps(self) -> int:
+        return self.runs * self.steps_per_run
+
+
+def plan_run(config: dict, methods: list[str]) -> list[PhasePlan]:
+    """The phases of ``bench run`` for ``methods`` under ``config`` (no data read)."""
+    pre, fine, split = config["pretrain"], config["finetune"], config["split"]
+    seeds = len(config["run"]["seeds"])
+    clients = int(split["clients"])
+    units_per_method = seeds * len(fine["modes"]) * len(split["n_values"]) * int(split["folds"])
+    plans = []
+    for method in methods:
+        if get_method(method).needs_pretraining and pre.get("from_run") is None:
+            plans.append(
+                PhasePlan(
+                    "pretrain",
+                    method,
+                    seeds,
+                    int(pre["rounds"]),
+                    int(pre["local_steps"]),
+                    1 if pre["setting"] == "centralized" else clients,
+                    int(pre["volumes_per_batch"]) * int(pre["partitions"]),
+                )
+            )
+        plans.append(
+            PhasePlan(
+                "finetune",
+                method,
+                units_per_method,
+                int(fine["rounds"]),
+                int(fine["local_steps"]),
+                clients,
+                int(fine["batch_size"]),
+            )
+        )
+    return plans
+
+
+def recorded_rows(config: dict, device_type: str, paths: list[Path]) -> pd.DataFrame:
+    """Profile rows of ``paths`` (profile or run folders) for this image size and device type."""
+    from bench.profile.core import load_profile
+
+    frames = [load_profile(p) for p in paths]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame()
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows["step_s"].notna() & (rows["phase"].isin(["pretrain", "finetune"]))]
+    rows = rows[rows["device"].astype(str).str.split(":").str[0] == device_type]
+    rows = rows[rows["image_size"] == config["data"]["preprocess"]["size"]]
+    return rows.sort_values("profile_id").drop_duplicates(["phase", "method"], keep="last")
+
+
+def default_profile_paths() -> list[Path]:
+    """Where ``bench profile`` writes by default: ``runs/profile-*``."""
+    root = Path("runs")
+    return sorted(root.glob("profile-*")) if root.is_dir() else []
+
+
+@dataclass
+class StepTime:
+    seconds: float
+    source: str
+
+
+def measure_step_times(
+    config: dict, plans: list[PhasePlan], wanted: set[tuple[str, str]], *, log=print
+) -> dict[tuple[str, str], StepTime]:
+    """Per-step seconds timed here on the CPU: one warm-up (FLOP-counted) and one timed step at
+    one volume per batch (pretraining) or the fine-tuning batch, scaled to the planned batch."""
+    import copy
+
+    import torch
+
+    from bench.allocator import tune_cpu_allocator
+    from bench.profile.steps import StepSettings, profile_finetune_step, profile_pretrain_step
+
+    if config["run"].get("tune_malloc", False):
+        tune_cpu_allocator()
+    if config["run"]["threads"]:
+        torch.set_num_threads(int(config["run"]["threads"]))
+    cpu_config = copy.deepcopy(config)
+    # The profile fills FCL's banks with a round's worth of extra forwards: not needed here.
+    cpu_config["pretrain"]["local_steps"] = 1
+    settings = StepSettings(
+        device="cpu", norm_impl=config["model"].get("norm_kernel", "native"), warmup=0, repeats=1
+    )
+    partitions = int(config["pretrain"]["partitions"])
+    times, finetune_step = {}, None
+    for plan in plans:
+        key = (plan.phase, plan.method)
+        if key not in wanted or key in times:
+            continue
+        if plan.phase == "finetune" and finetune_step is not None:
+            # The fine-tuning step is the same U-Net for every method.
+            times[key] = finetune_step
+            continue
+        log(f"timing one {plan.phase} step of {plan.method} on this CPU ...")
+        if plan.phase == "pretrain":
+            result = profile_pretrain_step(plan.method, cpu_config, settings, volumes_per_batch=1)
+            measured_batch = partitions
+        else:
+            result = profile_finetune_step(cpu_config, settings, batch=plan.batch)
+            measured_batch = plan.batch
+        # The busiest thread's run time: the step's time on an idle CPU (timing.Contention),
+        # which a loaded machine's wall clock overstates by the time slices others took.
+        thread_s = result.thread_times[0] if result.thread_times else float("nan")
+        step_s = thread_s if math.isfinite(thread_s) else result.step_times[0]
+        seconds = step_s * plan.batch / measured_batch
+        clock = "thread time" if math.isfinite(thread_s) else "wall"
+        source = f"timed here ({clock}, batch {measured_batch}"
+        source += ", scaled)" if measured_batch != plan.batch else ")"
+        times[key] = StepTime(seconds, source)
+        if plan.phase == "finetune":
+            finetune_step = times[key]
+    return times
+
+
+def project(
+    config: dict,
+    methods: list[str],
+    *,
+    profile_paths: list[Path] | None = None,
+    measure: bool = True,
+    cuda_available: bool | None = None,
+    log=print,
+) -> dict:
+    """The plan with per-step times and projected hours; see the module docstring."""
+    plans = plan_run(config, methods)
+    configured = str(config["run"]["device"])
+    paths = default_profile_paths() if profile_paths is None else list(profile_paths)
+    notes = []
+    device_type = configured
+    rows = recorded_rows(config, configured, paths)
+    if configured == "cuda" and rows.empty:
+        notes.append(
+            "the config's device is cuda and no recorded CUDA profile was found "
+            "(bench profile --device cuda --preset ... on the GPU machine, then --profile DIR): "
+            "no GPU hours are projected; the times below are for this CPU"
+        )
+        device_type = "cpu"
+        rows = recorded_rows(config, "cpu", paths)
+    times: dict[tuple[str, str], StepTime] = {}
+    for plan in plans:
+        name = plan.method if plan.phase == "pretrain" else "unet"
+        match = rows[(rows["phase"] == plan.phase) & (rows["method"] == name)] if len(rows) else []
+        if len(match):
+            row = match.iloc[-1]
+            scale = plan.batch / float(row["batch"])
+            source = f"profile {row['profile_id']} ({row['device_name']})"
+            if scale != 1:
+                source += f", batch {int(row['batch'])} scaled"
+            times[(plan.phase, plan.method)] = StepTime(float(row["step_s"]) * scale, source)
+    missing = {(p.phase, p.method) for p in plans} - set(times)
+    if missing and measure and device_type == "cpu":
+        from bench.profile.env import load_average
+
+        times.update(measure_step_times(config, plans, missing, log=log))
+        notes.append(
+            f"steps timed here once each, at load average {load_average()} on "
+            f"{os.cpu_count()} CPUs, by the busiest thread's run time (the time on an idle CPU; "
+            "optimistic where threads wait on each other); a recorded profile "
+            "(bench profile --preset ...) gives steadier figures"
+        )
+    elif missing:
+        notes.append("no per-step time for " + ", ".join(sorted(f"{a} {b}" for a, b in missing)))
+    entries, total = [], 0.0
+    for plan in plans:
+        step = times.get((plan.phase, plan.method))
+        hours = step.seconds * plan.steps / 3600 if step else float("nan")
+        if step:
+            total += hours
+        entries.append({"plan": plan, "step": step, "hours": hours})
+    return {
+        "entries": entries,
+        "total_hours": total,
+        "device": device_type,
+        "configured_device": configured,
+        "notes": notes,
+    }
+
+
+def format_projection(config: dict, methods: list[str], projection: dict) -> str:
+    split, fine = config["split"], config["finetune"]
+    seeds = len(config["run"]["seeds"])
+    units = seeds * len(methods) * len(fine["modes"]) * len(split["n_values"]) * split["folds"]
+    lines = [
+        f"dry run: preset {config.get('preset') or 'default'}, {len(methods)} method(s), "
+        f"{seeds} seed(s), {split['clients']} clients; nothing is run",
+        f"units: {len(methods)} methods x {seeds} seeds x {len(fine['modes'])} modes "
+        f"({', '.join(fine['modes'])}) x {len(split['n_values'])} N ({split['n_values']}) x "
+        f"{split['folds']} folds = {units} fine-tuning units",
+        "",
+        f"{'phase':9s} {'method':13s} {'runs':>5s} {'steps per run (max)':>26s} "
+        f"{'batch':>5s} {'s/step':>8s} {'hours':>9s}  source",
+    ]
+    for entry in projection["entries"]:
+        plan, step = entry["plan"], entry["step"]
+        per_run = f"{plan.rounds}x{plan.local_steps}x{plan.clients}={plan.steps_per_run}"
+        seconds = f"{step.seconds:8.3f}" if step else f"{'?':>8s}"
+        lines.append(
+            f"{plan.phase:9s} {plan.method:13s} {plan.runs:5d} {per_run:>26s} {plan.batch:5d} "
+            f"{seconds} {entry['hours']:9.1f}  {step.source if step else 'none'}"
+        )
+    lines.append(
+        f"\nprojected: {projection['total_hours']:.1f} hours of steps on "
+        f"{'this CPU' if projection['device'] == 'cpu' else 'the profiled GPU'} "
+        "(rounds x local steps x clients per run: the maximum where a unit may stop early; "
+        "data preparation, validation and evaluation not included)"
+    )
+    lines += [f"note: {note}" for note in projection["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""``bench run --dry-run``: the plan's step counts, the projection from a recorded profile."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.config import load_config
+from bench.projection import plan_run, project
+
+
+def _profile(folder, device: str, size: int, pretrain_s: float, finetune_s: float):
+    folder.mkdir(parents=True)
+    rows = [
+        {
+            "profile_id": "20260101-000000",
+            "phase": "pretrain",
+            "method": "simclr",
+            "batch": 16,
+            "step_s": pretrain_s,
+        },
+        {
+            "profile_id": "20260101-000000",
+            "phase": "finetune",
+            "method": "unet",
+            "batch": 4,
+            "step_s": finetune_s,
+        },
+    ]
+    for row in rows:
+        row.update(device=device, device_name="recorded device", image_size=size)
+    pd.DataFrame(rows).to_csv(folder / "profile-20260101-000000.csv", index=False)
+    return folder
+
+
+def test_plan_counts_rounds_local_steps_and_clients():
+    config = load_config("tiny", ["split.clients=3", "run.seeds=[0,1]", "split.folds=2"])
+    plans = {(p.phase, p.method): p for p in plan_run(config, ["simclr", "random"])}
+    pre, fine = config["pretrain"], config["finetune"]
+    simclr = plans[("pretrain", "simclr")]
+    assert simclr.runs == 2 and simclr.clients == 3
+    assert simclr.steps == 2 * pre["rounds"] * pre["local_steps"] * 3
+    assert ("pretrain", "random") not in plans  # random init does not pretrain
+    units = 2 * len(fine["modes"]) * len(config["split"]["n_values"]) * 2
+    assert plans[("finetune", "random")].runs == units
+    assert plans[("finetune", "random")].steps_per_run == fine["rounds"] * fine["local_steps"] * 3
+
+
+def test_projection_uses_the_recorded_profile_scaled_to_the_batch(tmp_path):
+    config = load_config("tiny", ["finetune.batch_size=8"])
+    folder = _profile(tmp_path / "p", "cpu", config["data"]["preprocess"]["size"], 0.5, 0.1)
+    result = project(config, ["simclr"], profile_paths=[folder], measure=False)
+    by_phase = {e["plan"].phase: e for e in result["entries"]}
+    assert by_phase["pretrain"]["step"].seconds == pytest.approx(0.5)
+    assert by_phase["finetune"]["step"].seconds == pytest.approx(0.2)  # batch 4 -> 8
+    plan = by_phase["pretrain"]["plan"]
+    assert by_phase["pretrain"]["hours"] == pytest.approx(0.5 * plan.steps / 3600)
+    assert result["device"] == "cpu" and not result["notes"]
+
+
+def test_a_cuda_config_gets_gpu_hours_only_from_a_cuda_profile(tmp_path):
+    config = load_config("tiny", ["run.device=cuda"])
+    size = config["data"]["preprocess"]["size"]
+    cpu = _profile(tmp_path / "cpu", "cpu", size, 0.5, 0.1)
+    result = project(config, ["simclr"], profile_paths=[cpu], measure=False)
+    assert result["device"] == "cpu" and "no GPU hours" in result["notes"][0]
+    gpu = _profile(tmp_path / "gpu", "cuda:0", size, 0.05, 0.01)
+    result = project(config, ["simclr"], profile_paths=[cpu, gpu], measure=False)
+    assert result["device"] == "cuda"
+    assert result["entries"][0]["step"].seconds == pytest.approx(0.05)
+
+
+def test_cli_dry_run_runs_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = load_config("tiny", [])
+    folder = _profile(tmp_path / "p", "cpu", config["data"]["preprocess"]["size"], 0.5, 0.1)
+    code = main(
+        [
+            "run",
+            "--dry-run",
+            "--preset",
+            "tiny",
+            "--methods",
+            "simclr",
+            "--device",
+            "cuda",
+            "--profile",
+            str(folder),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "fine-tuning units" in out and "projected:" in out and "this CPU" in out
+    assert not (tmp_path / "runs").exists()
+    assert main(["run", "--dry-run", "--methods", "simclr", "--profile", "missing"]) == 2
+    assert "bench: error: --profile missing" in capsys.readouterr().err

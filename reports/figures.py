@@ -210,15 +210,11 @@ def loss_curves(losses: pd.DataFrame, title: str, name=lambda m: m) -> MplFigure
             twin = ax.twinx()
             for column in banks:
                 fill = by_round[column].mean()
-                twin.plot(fill.index, 100 * fill, color="0.5", ls=BANKS[column][1], lw=1)
-                twin.annotate(
-                    BANKS[column][0],
-                    (fill.index[-1], 100 * fill.iloc[-1]),
-                    fontsize=6,
-                    color="0.35",
-                    ha="right",
-                    va="bottom",
+                label = f"{BANKS[column][0]} filled"
+                twin.plot(
+                    fill.index, 100 * fill, color="0.5", ls=BANKS[column][1], lw=1, label=label
                 )
+            twin.legend(fontsize="x-small", loc="lower right")
             twin.set_ylim(0, 108)
             twin.set_ylabel("memory bank filled (%)", color="0.4")
             twin.grid(False)
@@ -272,10 +268,8 @@ def profile_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> MplFigu
     if steps.empty and samplers.empty:
         return None
     steps["label"] = [
-        name(m)
-        if p == "pretrain"
-        else f"{STEP_PHASES[p]}" + ("" if m in ("", "nan") else f" ({name(m)})")
-        for p, m in zip(steps["phase"], steps["method"].astype(str), strict=False)
+        name(m) if p == "pretrain" else STEP_PHASES[p] + (f" ({name(m)})" if m else "")
+        for p, m in zip(steps["phase"], steps["method"].fillna("").astype(str), strict=True)
     ]
     steps = steps.sort_values(
         ["phase", "label"], key=lambda c: c.map(list(STEP_PHASES).index) if c.name == "phase" else c
@@ -325,7 +319,7 @@ def profile_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> MplFigu
             for yi, need in enumerate(samplers["consumer_slices_per_s"]):
                 if pd.notna(need):
                     ax.plot([need, need], [yi - 0.4, yi + 0.4], color="k", lw=1.5)
-        ax.set_xlabel("2D slices per second (black tick: fastest step's demand)")
+        ax.set_xlabel("2D slices per second (tick: fastest step's demand)")
         ax.set_title("Data samplers")
     figure.suptitle(title)
     return figure

@@ -105,6 +105,13 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--clients", type=int, help="--study engine/client-state: number of clients"
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar="JSON",
+        help="print two profiles' machines (ISA, kernels, placement, bandwidth, allocator) and "
+        "steps side by side, line by line; measures nothing",
+    )
     parser.set_defaults(func=cmd_profile)
     return parser
 
@@ -137,6 +144,14 @@ def _config(args):
 
 
 def cmd_profile(args) -> int:
+    if args.compare:
+        from bench.profile.compare import compare_profiles
+
+        for path in args.compare:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--compare {path}: no such profile JSON")
+        print(compare_profiles(*args.compare))
+        return 0
     from bench.profile.core import format_table, profile_folder, run_profile
     from bench.profile.steps import StepSettings
     from bench.registry import resolve_method_names

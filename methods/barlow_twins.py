@@ -7,10 +7,9 @@ from typing import ClassVar
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
 
+from bench.methods._views_and_losses import float32_loss, two_views
+from bench.methods.base import PretrainMethod
 from bench.registry import register_method
-
-from ._heads import float32_loss, is_counter, two_views
-from .base import PretrainMethod
 
 
 @register_method
@@ -36,9 +35,6 @@ class BarlowTwins(PretrainMethod):
             unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"]
         )
         self.criterion = BarlowTwinsLoss(lambda_param=hp["lambda_param"])
-
-    def is_shared(self, key):
-        return not is_counter(key) and super().is_shared(key)
 
     def training_step(self, batch, generator):
         view_a, view_b = two_views(batch["image"], generator)

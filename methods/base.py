@@ -26,6 +26,14 @@ from torch import nn
 
 from bench.backbone import UNet2D
 
+# BatchNorm's step counter (int64): kept on the client so that every shared tensor
+# is floating point and FedAvg averages only what averaging means something for.
+BN_COUNTER = "num_batches_tracked"
+
+
+def is_counter(key: str) -> bool:
+    return key.endswith(BN_COUNTER)
+
 
 class PretrainMethod(nn.Module):
     name: ClassVar[str]
@@ -75,9 +83,7 @@ class PretrainMethod(nn.Module):
     # -- federation -----------------------------------------------------
     def is_shared(self, key: str) -> bool:
         # BatchNorm's int64 step counters stay local: averaging them means nothing.
-        return not key.startswith(self.local_state_prefixes) and not key.endswith(
-            "num_batches_tracked"
-        )
+        return not key.startswith(self.local_state_prefixes) and not is_counter(key)
 
     def shared_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if self.is_shared(k)}

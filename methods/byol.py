@@ -12,23 +12,15 @@ from typing import ClassVar
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import update_momentum
 
+from bench.methods._momentum import MomentumMethod
+from bench.methods._views_and_losses import float32_loss, two_views
+from bench.methods.base import is_counter
 from bench.registry import register_method
-
-from ._heads import (
-    float32_loss,
-    is_counter,
-    momentum_copy,
-    momentum_for_round,
-    sync_momentum,
-    two_views,
-)
-from .base import PretrainMethod
 
 
 @register_method
-class BYOL(PretrainMethod):
+class BYOL(MomentumMethod):
     name = "byol"
     summary = "BYOL: online predictor regresses an EMA target network's projection (lightly)"
     defaults: ClassVar[dict] = {
@@ -62,26 +54,14 @@ class BYOL(PretrainMethod):
         dim = hp["projection_dim"]
         self.projection = BYOLProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], dim)
         self.prediction = BYOLPredictionHead(dim, hp["hidden_dim"], dim)
-        self.target_encoder = momentum_copy(unet.encoder)
-        self.target_projection = momentum_copy(self.projection)
+        # The target network: an EMA of the online encoder and projector (BYOL).
+        self.add_momentum_targets(target_encoder=unet.encoder, target_projection=self.projection)
         self.criterion = NegativeCosineSimilarity()
-        self.momentum = float(hp["momentum"])
 
     def is_shared(self, key):
         if is_counter(key):
             return False
         return self.hparams["share_target"] or super().is_shared(key)
-
-    def begin_round(self, round_index, num_rounds):
-        super().begin_round(round_index, num_rounds)
-        hp = self.hparams
-        self.momentum = momentum_for_round(
-            hp["momentum"], hp["momentum_end"], round_index, num_rounds
-        )
-        if round_index == 0:
-            # The target starts as a copy of the online network (BYOL).
-            sync_momentum(self.unet.encoder, self.target_encoder)
-            sync_momentum(self.projection, self.target_projection)
 
     def online(self, images):
         return self.prediction(self.projection(self.unet.encoder.embed(images)))
@@ -99,7 +79,3 @@ class BYOL(PretrainMethod):
             float32_loss(self.criterion, p_a, z_b) + float32_loss(self.criterion, p_b, z_a)
         )
         return {"loss": loss}
-
-    def after_optimizer_step(self):
-        update_momentum(self.unet.encoder, self.target_encoder, m=self.momentum)
-        update_momentum(self.projection, self.target_projection, m=self.momentum)

@@ -37,18 +37,16 @@ Local CL (``methods/local_cl.py``) is this class without exchange or FedAvg.
 
 from __future__ import annotations
 
-import copy
 from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightly.models.modules import MoCoProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
 
 from bench.augment import random_view
 from bench.methods._contrastive import positive_set_loss
-from bench.methods.base import PretrainMethod
+from bench.methods._momentum import MomentumMethod
 from bench.registry import register_method
 
 
@@ -84,7 +82,7 @@ def fcl_loss(
 
 
 @register_method
-class FCL(PretrainMethod):
+class FCL(MomentumMethod):
     name = "fcl"
     summary = (
         "FCL: partition-aware contrastive learning with a momentum encoder and local + remote "
@@ -126,10 +124,10 @@ class FCL(PretrainMethod):
         hp = self.hparams
         dim = hp["projection_dim"]
         self.projection = MoCoProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], dim)
-        self.momentum_encoder = copy.deepcopy(unet.encoder)
-        self.momentum_projection = copy.deepcopy(self.projection)
-        deactivate_requires_grad(self.momentum_encoder)
-        deactivate_requires_grad(self.momentum_projection)
+        # The momentum encoder and head: an EMA of the main networks, never sent.
+        self.add_momentum_targets(
+            momentum_encoder=unet.encoder, momentum_projection=self.projection
+        )
         size = int(hp["bank_size"])
         # Local bank: a FIFO ring buffer of momentum features and their partitions.
         self.register_buffer("bank_features", torch.zeros(size, dim))
@@ -150,18 +148,6 @@ class FCL(PretrainMethod):
     @torch.no_grad()
     def _key(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.momentum_projection(self.momentum_encoder.embed(images)), dim=1)
-
-    def begin_round(self, round_index: int, num_rounds: int) -> None:
-        super().begin_round(round_index, num_rounds)
-        if round_index == 0:
-            # The momentum networks start from the (aggregated) main networks.
-            update_momentum(self.unet.encoder, self.momentum_encoder, 0.0)
-            update_momentum(self.projection, self.momentum_projection, 0.0)
-
-    def after_optimizer_step(self) -> None:
-        m = self.hparams["momentum"]
-        update_momentum(self.unet.encoder, self.momentum_encoder, m)
-        update_momentum(self.projection, self.momentum_projection, m)
 
     # -- memory banks ---------------------------------------------------
     def bank_contents(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,8 @@ from typing import ClassVar
 from torch import nn
 
 from bench.augment import random_rotation90, random_view
+from bench.methods.base import PretrainMethod
 from bench.registry import register_method
-
-from .base import PretrainMethod
 
 
 @register_method

@@ -52,7 +52,6 @@ from torch import nn
 
 from bench.augment import random_intensity, random_view
 from bench.methods._contrastive import pair_mean_loss
-from bench.methods._heads import is_counter
 from bench.methods.base import PretrainMethod
 from bench.registry import register_method
 
@@ -277,10 +276,6 @@ class GlobalLocalContrastive(PretrainMethod):
     def begin_round(self, round_index: int, num_rounds: int) -> None:
         super().begin_round(round_index, num_rounds)
         self.set_stage("global" if round_index < self.global_rounds(num_rounds) else "local")
-
-    def is_shared(self, key: str) -> bool:
-        # g2's BatchNorm step counter (int64) stays on the client; FedAvg averages floats only.
-        return not is_counter(key) and super().is_shared(key)
 
     # -- training -------------------------------------------------------
     def training_step(self, batch, generator):

@@ -11,22 +11,14 @@ from typing import ClassVar
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
-from lightly.models.utils import update_momentum
 
+from bench.methods._momentum import MomentumMethod
+from bench.methods._views_and_losses import float32_loss, two_views
 from bench.registry import register_method
-
-from ._heads import (
-    float32_loss,
-    momentum_copy,
-    momentum_for_round,
-    sync_momentum,
-    two_views,
-)
-from .base import PretrainMethod
 
 
 @register_method
-class MoCo(PretrainMethod):
+class MoCo(MomentumMethod):
     name = "moco"
     summary = "MoCo v2: InfoNCE of query vs momentum-encoder key against a local queue (lightly)"
     defaults: ClassVar[dict] = {
@@ -64,8 +56,10 @@ class MoCo(PretrainMethod):
         self.projection = MoCoProjectionHead(
             unet.encoder.out_dim, hp["hidden_dim"], hp["projection_dim"]
         )
-        self.momentum_encoder = momentum_copy(unet.encoder)
-        self.momentum_projection = momentum_copy(self.projection)
+        # The key encoder and its head: an EMA of the query networks (MoCo).
+        self.add_momentum_targets(
+            momentum_encoder=unet.encoder, momentum_projection=self.projection
+        )
         self.criterion = NTXentLoss(
             temperature=hp["temperature"], memory_bank_size=(hp["queue_size"], hp["projection_dim"])
         )
@@ -74,18 +68,6 @@ class MoCo(PretrainMethod):
         bank = self.criterion.memory_bank
         bank.register_buffer("bank", bank.bank, persistent=True)
         bank.register_buffer("bank_ptr", bank.bank_ptr, persistent=True)
-        self.momentum = float(hp["momentum"])
-
-    def begin_round(self, round_index, num_rounds):
-        super().begin_round(round_index, num_rounds)
-        hp = self.hparams
-        self.momentum = momentum_for_round(
-            hp["momentum"], hp["momentum_end"], round_index, num_rounds
-        )
-        if round_index == 0:
-            # The key encoder starts as a copy of the query encoder (MoCo).
-            sync_momentum(self.unet.encoder, self.momentum_encoder)
-            sync_momentum(self.projection, self.momentum_projection)
 
     def training_step(self, batch, generator):
         view_q, view_k = two_views(batch["image"], generator)
@@ -94,7 +76,3 @@ class MoCo(PretrainMethod):
             key = self.momentum_projection(self.momentum_encoder.embed(view_k))
         # Keys are compared with the queue, then enqueued (lightly's memory bank).
         return {"loss": float32_loss(self.criterion, query, key)}
-
-    def after_optimizer_step(self):
-        update_momentum(self.unet.encoder, self.momentum_encoder, m=self.momentum)
-        update_momentum(self.projection, self.momentum_projection, m=self.momentum)

@@ -37,18 +37,11 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import update_momentum
 from torch import nn
 
 from bench.augment import apply_affine, random_view, relative_theta
-from bench.methods._heads import (
-    float32_loss,
-    is_counter,
-    momentum_copy,
-    momentum_for_round,
-    sync_momentum,
-)
-from bench.methods.base import PretrainMethod
+from bench.methods._momentum import MomentumMethod
+from bench.methods._views_and_losses import float32_loss
 from bench.registry import register_method
 
 # A position is valid when bilinear sampling of B's map takes all of its weight from inside B.
@@ -122,7 +115,7 @@ class LocalHead(nn.Sequential):
 
 
 @register_method
-class PGL(PretrainMethod):
+class PGL(MomentumMethod):
     name = "pgl"
     summary = (
         "PGL: BYOL plus a local BYOL loss on decoder feature maps of two views aligned with "
@@ -167,39 +160,14 @@ class PGL(PretrainMethod):
         self.prediction = BYOLPredictionHead(dim, hp["hidden_dim"], dim)
         self.local_projection = LocalHead(unet.encoder.widths[0], hp["local_hidden_dim"], local_dim)
         self.local_prediction = LocalHead(local_dim, hp["local_hidden_dim"], local_dim)
-        self.target_encoder = momentum_copy(unet.encoder)
-        self.target_decoder = momentum_copy(unet.decoder)
-        self.target_projection = momentum_copy(self.projection)
-        self.target_local_projection = momentum_copy(self.local_projection)
-        self.criterion = NegativeCosineSimilarity()
-        self.momentum = float(hp["momentum"])
-
-    def _pairs(self):
-        """(online, target) module pairs of the EMA."""
-        return [
-            (self.unet.encoder, self.target_encoder),
-            (self.unet.decoder, self.target_decoder),
-            (self.projection, self.target_projection),
-            (self.local_projection, self.target_local_projection),
-        ]
-
-    def is_shared(self, key: str) -> bool:
-        return not is_counter(key) and super().is_shared(key)
-
-    def begin_round(self, round_index: int, num_rounds: int) -> None:
-        super().begin_round(round_index, num_rounds)
-        hp = self.hparams
-        self.momentum = momentum_for_round(
-            hp["momentum"], hp["momentum_end"], round_index, num_rounds
+        # The target network: an EMA of the online encoder, decoder and projectors (BYOL).
+        self.add_momentum_targets(
+            target_encoder=unet.encoder,
+            target_decoder=unet.decoder,
+            target_projection=self.projection,
+            target_local_projection=self.local_projection,
         )
-        if round_index == 0:
-            # The target starts as a copy of the (aggregated) online network (BYOL).
-            for online, target in self._pairs():
-                sync_momentum(online, target)
-
-    def after_optimizer_step(self) -> None:
-        for online, target in self._pairs():
-            update_momentum(online, target, m=self.momentum)
+        self.criterion = NegativeCosineSimilarity()
 
     # -- networks -------------------------------------------------------
     def online(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ from typing import ClassVar
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
-from bench.augment import random_view
+from bench.methods._views_and_losses import two_views
 from bench.methods.base import PretrainMethod
 from bench.registry import register_method
 
@@ -35,8 +35,7 @@ class SimCLR(PretrainMethod):
 
     def training_step(self, batch, generator):
         images = batch["image"]
-        view_a, _ = random_view(images, generator)
-        view_b, _ = random_view(images, generator)
+        view_a, view_b = two_views(images, generator)
         z_a = self.projection(self.unet.encoder.embed(view_a))
         z_b = self.projection(self.unet.encoder.embed(view_b))
         return {"loss": self.criterion(z_a, z_b)}

@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from lightly.loss import SwaVLoss
 from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 
+from bench.methods._views_and_losses import float32_loss, two_views
+from bench.methods.base import PretrainMethod
 from bench.registry import register_method
-
-from ._heads import float32_loss, is_counter, two_views
-from .base import PretrainMethod
 
 
 @register_method
@@ -57,9 +56,6 @@ class SwAV(PretrainMethod):
             sinkhorn_iterations=hp["sinkhorn_iterations"],
             sinkhorn_epsilon=hp["sinkhorn_epsilon"],
         )
-
-    def is_shared(self, key):
-        return not is_counter(key) and super().is_shared(key)
 
     def scores(self, images):
         """Similarities of the L2-normalised projections to the prototypes."""

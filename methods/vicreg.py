@@ -7,10 +7,9 @@ from typing import ClassVar
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 
+from bench.methods._views_and_losses import float32_loss, two_views
+from bench.methods.base import PretrainMethod
 from bench.registry import register_method
-
-from ._heads import float32_loss, is_counter, two_views
-from .base import PretrainMethod
 
 
 @register_method
@@ -44,9 +43,6 @@ class VICReg(PretrainMethod):
         self.criterion = VICRegLoss(
             lambda_param=hp["lambda_param"], mu_param=hp["mu_param"], nu_param=hp["nu_param"]
         )
-
-    def is_shared(self, key):
-        return not is_counter(key) and super().is_shared(key)
 
     def training_step(self, batch, generator):
         view_a, view_b = two_views(batch["image"], generator)

@@ -111,7 +111,7 @@ def test_byol_target_starts_as_online_copy_and_follows_by_ema():
 
 
 def test_momentum_schedule_over_rounds():
-    from bench.methods._heads import momentum_for_round
+    from bench.methods._momentum import momentum_for_round
 
     assert momentum_for_round(0.99, 0.99, 3, 10) == 0.99
     values = [momentum_for_round(0.99, 1.0, r, 10) for r in range(10)]

@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from bench.io import atomic_write_bytes
 
 from . import nifti
+from ._pool import run_tasks
 from .errors import DataError
 from .nifti import LABEL_VALUES, load_image, load_pair
 from .records import PatientRecord
@@ -335,31 +335,14 @@ def load_volumes(
     jobs = _plan(records, settings, cache_dir, phases, include_cine)
     cached = {j.path: _read_cache(j.path) for j in jobs if j.path.is_file()}
     missing = [j for j in jobs if cached.get(j.path) is None]
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if len(missing) > 4 else 1
-    bar = None
-    if progress and missing:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(missing), desc="preprocess", unit="frame")
-    if workers > 1 and len(missing) > 1:
-        import multiprocessing as mp
-
-        # fork: workers need no re-import of __main__ and run numpy/scipy/nibabel only
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_compute, j) for j in missing]
-            for fut in as_completed(futures):
-                fut.result()
-                if bar is not None:
-                    bar.update()
-    else:
-        for j in missing:
-            _compute(j)
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
+    run_tasks(
+        [partial(_compute, j) for j in missing],
+        workers=workers,
+        parallel_above=4,
+        progress=progress,
+        desc="preprocess",
+        unit="frame",
+    )
     out: dict[str, list[Volume]] = {r.patient_id: [] for r in records}
     for j in jobs:
         data = cached.get(j.path) or _read_cache(j.path)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from bench.backbone import build_unet
+from bench.config import Config, as_config
 from bench.device import DeviceSettings
 from bench.federated.task import FederatedTask, RoundResult
 from bench.methods.base import PretrainMethod
@@ -20,7 +21,7 @@ class PretrainTask(FederatedTask):
     def __init__(
         self,
         *,
-        config: dict,
+        config: dict,  # a Config, or a plain tree (a job file's) that is wrapped as one
         method: str | type[PretrainMethod],
         seed: int,
         work_dir: Path,
@@ -28,20 +29,21 @@ class PretrainTask(FederatedTask):
         spec: dict | None = None,
         show_progress: bool = False,
     ):
+        config = config if isinstance(config, Config) else as_config(config)
         self.config, self.seed, self.work_dir = config, seed, Path(work_dir)
         # A name is looked up here; a caller that already resolved the method passes its class.
         self.method_cls = get_method(method) if isinstance(method, str) else method
         self.method_name = self.method_cls.name
-        setting = config["pretrain"]["setting"]
+        setting = config.pretrain.setting
         self.aggregate = setting != "local" and self.method_cls.federation == "fedavg"
         self.exchanges = self.aggregate
         self.num_clients = len(client_volumes)
-        self.num_rounds = config["pretrain"]["rounds"]
+        self.num_rounds = config.pretrain.rounds
         self.validates = False
         self.stacks = [
-            SliceStack(volumes, config["pretrain"]["partitions"]) for volumes in client_volumes
+            SliceStack(volumes, config.pretrain.partitions) for volumes in client_volumes
         ]
-        self.device = DeviceSettings(config["run"])
+        self.device = DeviceSettings(config.run)
         self._spec = spec or {}
         self.progress_label = f"pretraining {method}" if show_progress else None
 
@@ -50,15 +52,15 @@ class PretrainTask(FederatedTask):
 
     def build_method(self, client: int):
         torch.manual_seed(derive_seed(self.seed, "init"))
-        unet = build_unet(self.config["model"], out_channels=1)
-        hparams = self.config["pretrain"]["methods"].get(self.method_name, {})
+        unet = build_unet(self.config.model, out_channels=1)
+        hparams = self.config.pretrain.methods.get(self.method_name, {})
         method = self.method_cls(unet, hparams, num_clients=self.num_clients, client_id=client)
         return self.device.module(method)
 
     def _optimizer(self, method):
-        cfg = self.config["pretrain"]
+        cfg = self.config.pretrain
         return torch.optim.Adam(
-            method.optimizer_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
+            method.optimizer_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
 
     def initial_state(self) -> dict[str, torch.Tensor]:
@@ -86,11 +88,11 @@ class PretrainTask(FederatedTask):
         method.train()
         draws = generator(self.seed, "pretrain", round_index, client)
         torch.manual_seed(derive_seed(self.seed, "pretrain-torch", round_index, client))
-        cfg = self.config["pretrain"]
+        cfg = self.config.pretrain
         losses = []
-        for _ in range(cfg["local_steps"]):
+        for _ in range(cfg.local_steps):
             batch = self.device.batch(
-                self.stacks[client].sample(cfg["volumes_per_batch"], draws, client)
+                self.stacks[client].sample(cfg.volumes_per_batch, draws, client)
             )
             with self.device.autocast():
                 loss = method.training_step(batch, draws)["loss"]
@@ -109,7 +111,7 @@ class PretrainTask(FederatedTask):
             round_index,
             {"method": method.state_dict(), "optimizer": optimizer.state_dict()},
         )
-        slices = cfg["local_steps"] * cfg["volumes_per_batch"] * cfg["partitions"]
+        slices = cfg.local_steps * cfg.volumes_per_batch * cfg.partitions
         return RoundResult(
             shared={k: v.detach().cpu() for k, v in method.shared_state().items()},
             num_examples=slices,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.config import load_config, merge
+from bench.config import as_config, load_config, merge
 
 FACTORY = "bench.synthetic_tasks:build_synthetic_task"
 
@@ -81,15 +81,15 @@ def synthetic_volumes(data: dict, size: int) -> list[list[np.ndarray]]:
 def build_synthetic_task(spec: dict):
     from bench.pretrain import PretrainTask
 
-    config = spec["config"]
-    if config["run"]["threads"]:
-        torch.set_num_threads(config["run"]["threads"])
+    config = as_config(spec["config"])
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
     task = PretrainTask(
         config=config,
         method=spec["method"],
         seed=spec["seed"],
         work_dir=Path(spec["work_dir"]),
-        client_volumes=synthetic_volumes(spec["data"], config["data"]["preprocess"]["size"]),
+        client_volumes=synthetic_volumes(spec["data"], config.data.preprocess.size),
         spec=spec,
     )
     return FaultyTask(task, spec["faults"]) if spec.get("faults") else task

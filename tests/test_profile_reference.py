@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import bench.methods._heads as heads
+import bench.methods._views_and_losses as heads
 from bench.augment import random_view
 from bench.config import load_config
 from bench.profile.studies.reference import (

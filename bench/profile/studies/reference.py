@@ -382,6 +382,7 @@ def reference_study(
     volumes = max(1, (batch or cfg_pre["volumes_per_batch"] * partitions) // partitions)
     num_clients = max(2, config["split"]["clients"])
     rounds = warmup + repeats
+    env = environment("cpu")
     data = pre_augmented_batches(config, volumes, rounds)
     sides = {name: build_sides(name, config, num_clients=num_clients)[:2] for name in methods}
     times = {
@@ -436,7 +437,7 @@ def reference_study(
         "repeats": repeats,
         "warmup": warmup,
         "others_cpu_share": others_share,
-        "environment": environment("cpu"),
+        "environment": env,
         "load_average_end": load_average(),
         "summary": format_reference_table(rows, others_share),
     }

@@ -47,7 +47,7 @@ def cmd_run(args) -> int:
         print(f"run folder: {run_dir}  methods: {', '.join(methods)}", file=sys.stderr)
         runner = Runner(config, run_dir, progress=not args.no_progress)
         runner.run(methods)
-    rows = runner.store.load()
+        rows = runner.store.load(split_hash=runner.bundle.split.hash)
     rows = rows[rows["method"].isin(methods)]
     print(f"\nMean Dice (foreground classes, test patients; split {runner.bundle.split.hash}):")
     print(summary_table(rows).to_string())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -205,6 +206,19 @@ class Runner:
             log.write(json.dumps(record) + "\n")
 
     # -- the whole run --------------------------------------------------
+    def units_to_compute(self, methods: list[str]) -> list[Unit]:
+        """Units without a verified result file; those whose file does not verify are named."""
+        hashes = {"config_hash": config_hash(self.config), "split_hash": self.bundle.split.hash}
+        todo = []
+        for unit in self.units(methods):
+            finished, why = self.store.status(unit.as_dict(), **hashes)
+            if why is not None:
+                path = self.store.unit_path(unit.as_dict())
+                print(f"bench: recomputing {path}: {why}", file=sys.stderr)
+            if not finished:
+                todo.append(unit)
+        return todo
+
     def run(self, methods: list[str]) -> None:
         atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=True))
         run_info = {
@@ -214,7 +228,7 @@ class Runner:
             "hardware": hardware(),
         }
         atomic_write_text(self.run_dir / "run.yaml", yaml.safe_dump(run_info))
-        units = [u for u in self.units(methods) if not self.store.is_done(u.as_dict())]
+        units = self.units_to_compute(methods)
         bar = tqdm(
             total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress
         )

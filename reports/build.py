@@ -348,14 +348,21 @@ def summary_frame(analysis: Analysis) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def build_report(run_dirs, out_dir, *, qualitative: bool = True, quiet: bool = False) -> Written:
+def build_report(
+    run_dirs,
+    out_dir,
+    *,
+    qualitative: bool = True,
+    quiet: bool = False,
+    show_unverified: bool = False,
+) -> Written:
     from bench.provenance import code_version, hardware
     from bench.reports.provenance_section import provenance_blocks
 
     start = time.perf_counter()
     out = Path(out_dir)
+    runs, rows, notes = load_runs(run_dirs, show_unverified=show_unverified)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    runs, rows, notes = load_runs(run_dirs)
     _say(f"report: {len(runs)} run folder(s), {len(rows)} result rows", quiet)
     report = Report(
         "bench report: self-supervised pretraining for federated cardiac MRI segmentation"

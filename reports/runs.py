@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from bench.datasets.errors import DataError
 from bench.reports.aggregate import Planned
 from bench.results import ROW_COLUMNS, ResultStore
 
@@ -120,25 +121,55 @@ def normalise_rows(rows: pd.DataFrame) -> pd.DataFrame:
         "class_name",
         "split_hash",
         "config_hash",
+        "code_version",
+        "versions",
     ):
         rows[column] = rows[column].astype(str)
     return rows
 
 
-def load_run(path: str | Path) -> Run:
+UNVERIFIED = " [unverified]"
+
+
+def _verified_rows(path: Path, meta: dict, show_unverified: bool) -> pd.DataFrame:
+    """The run's result rows; a unit whose manifest does not verify is refused, or with
+    ``show_unverified`` kept with its method named ``<method> [unverified]``."""
+    split_hash = meta.get("split_hash")
+    try:
+        rows, problems = ResultStore(path).load_checked(
+            split_hash=None if split_hash is None else str(split_hash)
+        )
+    except DataError as error:
+        raise RunFolderError(str(error)) from None
+    if problems and not show_unverified:
+        file, why = problems[0]
+        more = f" ({len(problems) - 1} more unit(s) likewise)" if len(problems) > 1 else ""
+        raise RunFolderError(
+            f"{file}: unverifiable result unit: {why}{more}; rerun the same `bench run` to "
+            "recompute it, or pass --show-unverified to show such units flagged"
+        )
+    if not rows.empty:
+        rows.loc[~rows["verified"], "method"] += UNVERIFIED
+    return rows.drop(columns="verified")
+
+
+def load_run(path: str | Path, *, show_unverified: bool = False) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise RunFolderError(f"{path}: no such run folder")
     if not (path / "results").is_dir() and not (path / "config.yaml").exists():
         raise RunFolderError(f"{path}: not a run folder (no results/ and no config.yaml)")
-    rows = ResultStore(path).load()
+    meta = _yaml(path / "run.yaml") or {}
+    if not isinstance(meta, dict):
+        raise RunFolderError(f"{path / 'run.yaml'}: not a mapping")
+    rows = _verified_rows(path, meta, show_unverified)
     rows = normalise_rows(rows) if not rows.empty else rows
     losses = _read_csvs(path / "pretrain_loss")
     loss_frame = pd.concat(losses.values(), ignore_index=True) if losses else pd.DataFrame()
     return Run(
         path=path,
         config=_yaml(path / "config.yaml"),
-        meta=_yaml(path / "run.yaml") or {},
+        meta=meta,
         rows=rows,
         losses=loss_frame,
         profiles=_read_csvs(path / "profile"),
@@ -149,7 +180,7 @@ def load_run(path: str | Path) -> Run:
     )
 
 
-def load_runs(paths) -> tuple[list[Run], pd.DataFrame, list[str]]:
+def load_runs(paths, *, show_unverified: bool = False) -> tuple[list[Run], pd.DataFrame, list[str]]:
     """The runs, their rows concatenated (copies dropped) and notes about what was dropped."""
     runs, seen, notes = [], set(), []
     for path in paths:
@@ -158,7 +189,7 @@ def load_runs(paths) -> tuple[list[Run], pd.DataFrame, list[str]]:
             notes.append(f"{path}: given twice; read once.")
             continue
         seen.add(resolved)
-        runs.append(load_run(path))
+        runs.append(load_run(path, show_unverified=show_unverified))
     names = [run.name for run in runs]
     for i, run in enumerate(runs):
         if names.count(run.name) > 1:
@@ -174,6 +205,12 @@ def load_runs(paths) -> tuple[list[Run], pd.DataFrame, list[str]]:
             "is used."
         )
         rows = rows[~copies].reset_index(drop=True)
+    flagged = sorted({m for m in rows["method"] if m.endswith(UNVERIFIED)})
+    if flagged:
+        notes.append(
+            f"Shown unverified (--show-unverified): {', '.join(flagged)}; their result files do "
+            "not match their manifests."
+        )
     return runs, rows, notes
 
 

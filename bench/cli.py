@@ -42,6 +42,7 @@ def cmd_run(args) -> int:
     if args.dry_run:
         return dry_run(config, methods, args.profile)
     check_device(config)
+    check_from_run(config)
     run_dir = Path(args.out or Path("runs") / (args.preset or "default"))
     with open_run_dir(run_dir, config, args.fresh):
         print(f"run folder: {run_dir}  methods: {', '.join(methods)}", file=sys.stderr)
@@ -70,6 +71,20 @@ def dry_run(config: dict, methods: list[str], profiles: list[str] | None) -> int
     return 0
 
 
+def check_from_run(config: dict) -> None:
+    from bench.runfolder import check_made_by_bench
+
+    source = config["pretrain"]["from_run"]
+    if source is None:
+        return
+    if not Path(source).is_dir():
+        raise DataError(source, "pretrain.from_run: no such run folder")
+    try:
+        check_made_by_bench(Path(source))
+    except DataError as error:
+        raise DataError(source, f"pretrain.from_run: {error.message}") from None
+
+
 def check_device(config: dict) -> None:
     if config["run"]["device"] == "cuda":
         import torch
@@ -95,8 +110,15 @@ def cmd_methods(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line ``bench: error: ...`` (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"bench: error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser = Parser(prog="bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="pretrain, fine-tune and evaluate methods")

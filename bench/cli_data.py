@@ -23,7 +23,7 @@ def _guard(handler):
         try:
             return handler(args)
         except (DataError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"bench: error: {' '.join(str(err).split())}", file=sys.stderr)
             return 2
 
     return run
@@ -71,14 +71,25 @@ def cmd_split(args) -> int:
 def cmd_check(args) -> int:
     from bench.datasets.check import check_dataset
 
+    warnings: list[str] = []
     layout, records, problems = check_dataset(
-        args.data, cine=not args.no_cine, progress=not args.no_progress
+        args.data, cine=not args.no_cine, progress=not args.no_progress, warnings=warnings
     )
     frames = sum(len(r.frames) for r in records)
+    for text in warnings:
+        print(f"warning: {text}", file=sys.stderr)
     for err in problems:
         print(f"problem: {err}", file=sys.stderr)
-    print(f"{layout}: {len(records)} patients, {frames} frames, {len(problems)} problem(s)")
-    return 2 if problems else 0
+    print(
+        f"{layout}: {len(records)} patients, {frames} frames, {len(problems)} problem(s), "
+        f"{len(warnings)} warning(s)"
+    )
+    if problems:
+        first = " ".join(str(problems[0]).split())
+        more = f" ({len(problems) - 1} more problem(s) above)" if len(problems) > 1 else ""
+        print(f"bench: error: {first}{more}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_preprocess(args) -> int:
@@ -91,7 +102,7 @@ def cmd_preprocess(args) -> int:
     try:
         data_cfg = load_config(args.preset, args.overrides)["data"]
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"bench: error: {err}", file=sys.stderr)
         return 2
     layout, records = read_dataset(args.data)
     folder = preprocessed_dir()

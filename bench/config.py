@@ -73,7 +73,11 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. pretrain.rounds=5")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        what = " ".join(str(getattr(exc, "problem", None) or "not a YAML value").split())
+        raise ConfigError(f"--set {key.strip()}: cannot read {raw!r} ({what})") from None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value

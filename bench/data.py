@@ -10,6 +10,7 @@ import numpy as np
 
 from bench.datasets.layout import read_dataset
 from bench.datasets.preprocess import PreprocessSettings, load_volumes
+from bench.datasets.split_checks import verify_split
 from bench.datasets.splits import Split, make_split
 from bench.datasets.synthetic import write_synthetic
 
@@ -90,10 +91,11 @@ class DataBundle:
 
 
 def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBundle:
+    """Records, then the split (made or read, and checked), then the preprocessed volumes:
+    a split that cannot be made or does not check fails before any preprocessing."""
     data_cfg, split_cfg = config["data"], config["split"]
     root = data_root(data_cfg, Path(run_dir))
     layout, records = read_dataset(root)
-    volumes = preprocess(data_cfg, layout, records, progress=progress)
     split_path = Path(run_dir) / "split.json"
     if split_path.exists():
         split = Split.load(split_path)
@@ -110,5 +112,14 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
             test_fraction=split_cfg["test_fraction"],
             seed=split_cfg["seed"],
         )
+    verify_split(
+        split,
+        [r.patient_id for r in records],
+        split_path,
+        n_values=split_cfg["n_values"],
+        folds=split_cfg["folds"],
+    )
+    if not split_path.exists():
         split.save(split_path)
+    volumes = preprocess(data_cfg, layout, records, progress=progress)
     return DataBundle(layout=layout, root=root, volumes=volumes, split=split)

@@ -8,6 +8,7 @@ skips finished units and recomputes any other, saying why (docs/FORMATS.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -61,7 +62,8 @@ def check_rows(frame: pd.DataFrame, where: str | Path) -> pd.DataFrame:
         raise DataError(where, f"result rows lack the columns {', '.join(missing)}")
     if frame.empty:
         raise DataError(where, "no result rows")
-    frame = frame[ROW_COLUMNS].copy()
+    extra = [c for c in frame.columns if c not in ROW_COLUMNS]  # e.g. data_source, as text
+    frame = frame[[*ROW_COLUMNS, *extra]].copy()
     for column in INT_COLUMNS:
         numbers = pd.to_numeric(frame[column], errors="coerce")
         bad = numbers.isna() | (numbers != numbers.round())
@@ -82,7 +84,7 @@ def check_rows(frame: pd.DataFrame, where: str | Path) -> pd.DataFrame:
         row = int(outside.to_numpy().nonzero()[0][0])
         raise DataError(where, f"dice {dice.iloc[row]} in row {row + 1} is outside [0, 1]")
     frame["dice"] = dice.astype(float)
-    for column in TEXT_COLUMNS:
+    for column in [*TEXT_COLUMNS, *extra]:
         frame[column] = frame[column].fillna("").astype(str)
     copies = frame.duplicated(subset=[*UNIT_FIELDS_COLUMNS, *UNIT_KEY], keep=False)
     if copies.any():
@@ -116,8 +118,11 @@ def read_rows(path: Path) -> pd.DataFrame:
 
 
 def rows_csv(rows: list[dict] | pd.DataFrame) -> str:
+    """ROW_COLUMNS in their order, then any other column the rows carry."""
+    frame = pd.DataFrame(rows)
+    extra = sorted(c for c in frame.columns if c not in ROW_COLUMNS)
     buffer = io.StringIO()
-    pd.DataFrame(rows, columns=ROW_COLUMNS).to_csv(buffer, index=False)
+    frame.reindex(columns=[*ROW_COLUMNS, *extra]).to_csv(buffer, index=False)
     return buffer.getvalue()
 
 
@@ -215,15 +220,18 @@ class ResultStore:
     ) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
         """(rows of every unit with a ``verified`` column, [(file, why) of the unverified]).
 
-        Rows of unverified units are included (verified False) when their content reads
-        and checks; a file that does not is a DataError naming it."""
+        Rows of an unverified unit are included (verified False) when they read and
+        check; those of a unit whose file does not read are left out (its problem says why).
+        """
         frames, problems = [], []
         for path in self.unit_files():
             why = self.problem(path, split_hash=split_hash)
-            frame = read_rows(path)
-            if why is not None:
-                problems.append((path, why))
-            frames.append(frame.assign(verified=why is None))
+            if why is None:
+                frames.append(read_rows(path).assign(verified=True))
+                continue
+            problems.append((path, why))
+            with contextlib.suppress(DataError):
+                frames.append(read_rows(path).assign(verified=False))
         if not frames:
             return pd.DataFrame(columns=[*ROW_COLUMNS, "verified"]), problems
         rows = pd.concat(frames, ignore_index=True)

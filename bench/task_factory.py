@@ -15,6 +15,7 @@ import yaml
 
 from bench.config import Config, as_config
 from bench.data import DataBundle, prepare_data
+from bench.datasets.errors import DataError
 from bench.finetune import FinetuneTask
 from bench.io import torch_load
 from bench.methods.base import PretrainMethod
@@ -90,7 +91,11 @@ class TaskFactory:
         source = self.config.pretrain.from_run
         if source is None:
             return self.bundle.layout
-        return yaml.safe_load((Path(source) / "run.yaml").read_text())["dataset"]
+        path = Path(source) / "run.yaml"
+        try:
+            return str(yaml.safe_load(path.read_text())["dataset"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            raise DataError(path, "pretrain.from_run: unreadable run.yaml (no 'dataset')") from None
 
     def pretrain_task(self, method_cls: type[PretrainMethod], seed: int) -> PretrainTask:
         method = method_cls.name

@@ -27,10 +27,22 @@ def _acdc_records(root: Path, problems: list) -> list[PatientRecord]:
     return records
 
 
-def check_dataset(root: str | Path, cine: bool = True, progress: bool = False):
+def volume_warnings(path: Path, image) -> list[str]:
+    """Readable but suspicious volumes: all zero, or a single voxel."""
+    found = []
+    if image.size == 1:
+        found.append(f"{path}: a one-voxel volume")
+    elif not image.any():
+        found.append(f"{path}: an all-zero image")
+    return found
+
+
+def check_dataset(
+    root: str | Path, cine: bool = True, progress: bool = False, warnings: list | None = None
+):
     """``(layout, records, problems)``: decodes every image, label and (with ``cine``)
     4D cine, checking values, shapes and spacings. DataError only when the folder is
-    in neither layout."""
+    in neither layout. Suspicious but readable volumes go to ``warnings`` (a list)."""
     root = Path(root)
     layout = detect_layout(root)
     problems: list[DataError] = []
@@ -53,6 +65,8 @@ def check_dataset(root: str | Path, cine: bool = True, progress: bool = False):
             try:
                 image, _, _ = load_pair(f.image_path, f.label_path, LABEL_VALUES[layout])
                 shape = image.shape
+                if warnings is not None:
+                    warnings.extend(volume_warnings(f.image_path, image))
             except DataError as err:
                 problems.append(err)
         if cine and r.cine_path is not None:

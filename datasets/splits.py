@@ -127,9 +127,13 @@ class Split:
         try:
             d = json.loads(path.read_text())
             split = cls.from_dict(d)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(path, f"unreadable split file ({type(exc).__name__}: {exc})") from exc
-        if "hash" in d and d["hash"] != split.hash:
+        if "hash" not in d:
+            raise DataError(
+                path, "the split file has no 'hash'; a split is trusted only with its hash"
+            )
+        if d["hash"] != split.hash:
             raise DataError(
                 path,
                 f"split hash {d['hash']} does not match its content "

@@ -9,6 +9,7 @@ a volume's label are NaN and skipped). Per-class scores skip the class mean.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -17,6 +18,13 @@ EXPERIMENT_COLUMNS = ["dataset", "pretrain_dataset", "finetune_mode", "preset", 
 BASELINE = "random"
 DATASET_NAMES = {"acdc": "ACDC", "hvsmr": "HVSMR 2016"}
 MODE_ORDER = {"local": 0, "federated": 1}
+
+
+def safe_slug(text: str) -> str:
+    """``text`` reduced to letters, digits, '.', '_' and '-' (no path separators, quotes or
+    markup): safe as a file name and inside an HTML attribute."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return slug or "unnamed"
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,9 @@ class Experiment:
 
     @property
     def slug(self) -> str:
+        """Names files and HTML ids: run data (a preset, a hash) reduced to [A-Za-z0-9._-]."""
         source = f"-from-{self.pretrain_dataset}" if self.transfer else ""
-        return f"{self.dataset}{source}-{self.mode}-{self.preset}-{self.split_hash[:8]}"
+        return safe_slug(f"{self.dataset}{source}-{self.mode}-{self.preset}-{self.split_hash[:8]}")
 
     @property
     def title(self) -> str:

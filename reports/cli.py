@@ -21,7 +21,7 @@ def cmd_report(args) -> int:
             show_unverified=args.show_unverified,
         )
     except (RunFolderError, DataError) as error:
-        print(f"bench report: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"bench: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     for kind, path in written.files.items():
         print(f"{kind:10s} {path}")

@@ -54,9 +54,10 @@ def table_html(table: Table) -> str:
     head.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
     body = ["<tr>" + "".join(cell_html(c) for c in row) + "</tr>" for row in table.rows]
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
+    slug = html.escape(table.slug, quote=True)
     return (
-        f'<div class="table" id="{table.slug}"><table{css} '
-        f'data-slug="{table.slug}"><caption>{html.escape(table.title)}</caption>'
+        f'<div class="table" id="{slug}"><table{css} '
+        f'data-slug="{slug}"><caption>{html.escape(table.title)}</caption>'
         f"<thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>{notes}</div>"
     )
 
@@ -66,8 +67,9 @@ def figure_html(figure: Figure) -> str:
     caption = html.escape(figure.title) + (
         f" — {html.escape(figure.caption)}" if figure.caption else ""
     )
+    slug = html.escape(figure.slug, quote=True)
     return (
-        f'<figure id="{figure.slug}" data-slug="{figure.slug}"><img '
+        f'<figure id="{slug}" data-slug="{slug}"><img '
         f'alt="{html.escape(figure.title)}" '
         f'src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
     )

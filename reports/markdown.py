@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 from bench.reports.document import MISSING, Cell, Code, Figure, Note, Report, Section, Table
 
 
+def text_markdown(text: str) -> str:
+    """Run data as Markdown text: no raw HTML (Markdown renders it) and no table breaks."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
+
+
 def cell_markdown(cell: Cell) -> str:
-    text = cell.text.replace("|", "\\|")
+    text = text_markdown(cell.text)
     if cell.bold:
         text = f"**{text}**"
     if cell.underline:
@@ -21,8 +29,8 @@ def _numeric(table: Table, index: int) -> bool:
 
 
 def table_markdown(table: Table, level: int = 3) -> str:
-    lines = [f"{'#' * level} {table.title}", ""]
-    lines.append("| " + " | ".join(c.replace("|", "\\|") for c in table.columns) + " |")
+    lines = [f"{'#' * level} {text_markdown(table.title)}", ""]
+    lines.append("| " + " | ".join(text_markdown(c) for c in table.columns) + " |")
     lines.append(
         "|"
         + "|".join(
@@ -33,7 +41,7 @@ def table_markdown(table: Table, level: int = 3) -> str:
     )
     lines += ["| " + " | ".join(cell_markdown(c) for c in row) + " |" for row in table.rows]
     lines.append("")
-    lines += [f"_{note}_  " for note in table.notes]
+    lines += [f"_{text_markdown(note)}_  " for note in table.notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -42,19 +50,22 @@ def block_markdown(block) -> str:
         return table_markdown(block)
     if isinstance(block, Figure):
         image = block.files[0] if block.files else ""
-        return (
-            f"### {block.title}\n\n![{block.title}]({image})\n\n{block.caption}\n".rstrip() + "\n"
-        )
+        title, caption = text_markdown(block.title), text_markdown(block.caption)
+        return f"### {title}\n\n![{title}]({image})\n\n{caption}\n".rstrip() + "\n"
     if isinstance(block, Note):
-        return block.text + "\n"
+        return text_markdown(block.text) + "\n"
     if isinstance(block, Code):
-        code = f"```\n{block.text.rstrip()}\n```"
-        return f"<details><summary>{block.title}</summary>\n\n{code}\n\n</details>\n"
+        fence = "`" * max(3, 1 + max((len(r) for r in re.findall("`+", block.text)), default=0))
+        code = f"{fence}\n{block.text.rstrip()}\n{fence}"
+        summary = text_markdown(block.title)
+        return f"<details><summary>{summary}</summary>\n\n{code}\n\n</details>\n"
     raise TypeError(f"unknown block {type(block).__name__}")
 
 
 def section_markdown(section: Section) -> str:
-    return f"## {section.title}\n\n" + "\n".join(block_markdown(b) for b in section.blocks)
+    return f"## {text_markdown(section.title)}\n\n" + "\n".join(
+        block_markdown(b) for b in section.blocks
+    )
 
 
 def report_markdown(report: Report) -> str:

@@ -56,7 +56,12 @@ class Run:
 
 
 def _yaml(path: Path):
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise RunFolderError(f"{path}: unreadable YAML") from None
 
 
 def _read_csvs(folder: Path) -> dict[str, pd.DataFrame]:
@@ -160,15 +165,17 @@ def load_run(path: str | Path, *, show_unverified: bool = False) -> Run:
     if not (path / "results").is_dir() and not (path / "config.yaml").exists():
         raise RunFolderError(f"{path}: not a run folder (no results/ and no config.yaml)")
     meta = _yaml(path / "run.yaml") or {}
-    if not isinstance(meta, dict):
-        raise RunFolderError(f"{path / 'run.yaml'}: not a mapping")
+    config = _yaml(path / "config.yaml")
+    for name, value in (("run.yaml", meta), ("config.yaml", config or {})):
+        if not isinstance(value, dict):
+            raise RunFolderError(f"{path / name}: not a mapping of fields")
     rows = _verified_rows(path, meta, show_unverified)
     rows = normalise_rows(rows) if not rows.empty else rows
     losses = _read_csvs(path / "pretrain_loss")
     loss_frame = pd.concat(losses.values(), ignore_index=True) if losses else pd.DataFrame()
     return Run(
         path=path,
-        config=_yaml(path / "config.yaml"),
+        config=config,
         meta=meta,
         rows=rows,
         losses=loss_frame,

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.datasets.errors import DataError
 from bench.federated.serialization import (
     arrays_to_record,
     record_to_arrays,
@@ -21,6 +22,16 @@ def _as_tensors(arrays: dict) -> dict:
     import torch
 
     return {key: torch.from_numpy(array.copy()) for key, array in arrays.items()}
+
+
+def _read_failures(path: Path) -> list[dict]:
+    try:
+        failures = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise DataError(path, "unreadable client failure log (expected a JSON list)") from None
+    if not isinstance(failures, list) or not all(isinstance(f, dict) for f in failures):
+        raise DataError(path, "client failure log is not a JSON list of records")
+    return failures
 
 
 class ServerCheckpoint:
@@ -79,17 +90,20 @@ class ServerCheckpoint:
         if not latest.exists():
             log = self.folder / "failures.json"
             if log.exists():  # the run stopped in its first round
-                strategy.failures = json.loads(log.read_text())
+                strategy.failures = _read_failures(log)
                 self.failures = list(strategy.failures)
             return None, 0
-        saved = torch_load(self._path(int(latest.read_text())))
+        try:
+            saved = torch_load(self._path(int(latest.read_text())))
+        except ValueError:
+            raise DataError(latest, "expected the number of the last completed round") from None
         self.history, self.best, self.last_state = saved["history"], saved["best"], saved["state"]
         strategy.payloads = {
             p: arrays_to_record({k: t.numpy() for k, t in a.items()})
             for p, a in saved["payloads"].items()
         }
         log = self.folder / "failures.json"
-        strategy.failures = json.loads(log.read_text()) if log.exists() else list(saved["failures"])
+        strategy.failures = _read_failures(log) if log.exists() else list(saved["failures"])
         self.failures = list(strategy.failures)
         return state_to_record(saved["state"]), saved["round"]
 

@@ -227,22 +227,23 @@ class ResultStore:
         for path in self.unit_files():
             why = self.problem(path, split_hash=split_hash)
             if why is None:
-                frames.append(read_rows(path).assign(verified=True))
+                frames.append(read_rows(path).assign(verified=True, _file=path.name))
                 continue
             problems.append((path, why))
             with contextlib.suppress(DataError):
-                frames.append(read_rows(path).assign(verified=False))
+                frames.append(read_rows(path).assign(verified=False, _file=path.name))
         if not frames:
             return pd.DataFrame(columns=[*ROW_COLUMNS, "verified"]), problems
         rows = pd.concat(frames, ignore_index=True)
         copies = rows.duplicated(subset=[*UNIT_FIELDS_COLUMNS, *UNIT_KEY], keep=False)
-        if copies.any():
+        if copies.any() and not problems:  # else the unverified files are named first
+            files = sorted(set(rows.loc[copies, "_file"]))
             raise DataError(
-                self.folder,
+                self.folder / files[-1],
                 f"{int(copies.sum())} result rows appear in more than one unit file "
-                "(a copied or renamed CSV?)",
+                f"({', '.join(files)}): a copied or renamed CSV?",
             )
-        return rows, problems
+        return rows.drop(columns="_file"), problems
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.datasets.errors import DataError
 from bench.reports import figures, tables
 from bench.reports.analysis import Analysis, analyse
 from bench.reports.document import Code, Note, Report, Section
@@ -271,6 +272,8 @@ def qualitative_section(runs: list[Run], out: Path, enabled: bool, name=None) ->
     for run in runs:
         try:
             found, note = qualitative_figures(run.path, name=run.name, display=name)
+        except DataError:  # a crafted or corrupt model file is refused, not skipped
+            raise
         except Exception as error:  # a figure must not sink the report
             found, note = (
                 [],

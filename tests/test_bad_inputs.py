@@ -185,6 +185,13 @@ def _rewrite(path: Path, edit) -> None:
     nib.save(nib.Nifti1Image(data, image.affine, header), path)
 
 
+def _set_pixdim(path: Path, index: int, value: float) -> None:
+    """Writes pixdim[index] into the file's header bytes as is (nibabel would fix 0 to 1)."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[76 + 4 * index : 80 + 4 * index] = struct.pack("<f", value)  # NIfTI-1 pixdim
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
 def _raw_header(dims, *, nifti2=False, dtype=np.int16, pixdim=(1.0, 1.0, 1.0)) -> bytes:
     header = nib.Nifti2Header() if nifti2 else nib.Nifti1Header()
     header.set_data_dtype(dtype)
@@ -226,31 +233,19 @@ def _(ctx):
 
 @case("pixdim-0-in-image", "data", names=[IMAGE, "pixdim"])
 def _(ctx):
-    def edit(data, header):
-        header["pixdim"][1] = 0.0
-        return data, header
-
-    _rewrite(ctx.data / IMAGE, edit)
+    _set_pixdim(ctx.data / IMAGE, 1, 0.0)
     return check_data(ctx)
 
 
 @case("pixdim-nan-in-label", "data", names=[LABEL, "pixdim"])
 def _(ctx):
-    def edit(data, header):
-        header["pixdim"][2] = np.nan
-        return data, header
-
-    _rewrite(ctx.data / LABEL, edit)
+    _set_pixdim(ctx.data / LABEL, 2, float("nan"))
     return check_data(ctx)
 
 
 @case("pixdim-negative", "data", names=[IMAGE, "pixdim"])
 def _(ctx):
-    def edit(data, header):
-        header["pixdim"][3] = -2.0
-        return data, header
-
-    _rewrite(ctx.data / IMAGE, edit)
+    _set_pixdim(ctx.data / IMAGE, 3, -2.0)
     return check_data(ctx)
 
 
@@ -308,6 +303,20 @@ def _(ctx):
     return check_data(ctx)
 
 
+@case("all-zero-image-warns", "data", names=["warning: ", IMAGE, "all-zero"], ok=True)
+def _(ctx):
+    _rewrite(ctx.data / IMAGE, lambda data, header: (np.zeros_like(data), header))
+    return check_data(ctx)
+
+
+@case("one-voxel-volume-warns", "data", names=["warning: ", IMAGE, "one-voxel"], ok=True)
+def _(ctx):
+    one = np.ones((1, 1, 1), np.int16)
+    _rewrite(ctx.data / IMAGE, lambda data, header: (one, header))
+    _rewrite(ctx.data / LABEL, lambda data, header: (np.zeros((1, 1, 1), np.uint8), header))
+    return check_data(ctx)
+
+
 @case("not-a-dataset-folder", "data", names=["{tmp}/empty"])
 def _(ctx):
     (ctx.tmp / "empty").mkdir()
@@ -316,11 +325,7 @@ def _(ctx):
 
 @case("run-on-bad-data", "data", names=[IMAGE, "pixdim"])
 def _(ctx):
-    def edit(data, header):
-        header["pixdim"][1] = 0.0
-        return data, header
-
-    _rewrite(ctx.data / IMAGE, edit)
+    _set_pixdim(ctx.data / IMAGE, 1, 0.0)
     return [*RUN_ARGS, "--data", ctx.data, "--out", ctx.tmp / "new"]
 
 
@@ -820,6 +825,8 @@ def test_bad_input_is_named_and_loses_nothing(case, tiny_run, tmp_path):
     assert file_hashes(tmp_path / "precious") == precious, "a user's folder was changed"
     if case.ok or case.recover:
         assert code == 0, err[-3000:]
+        for name in case.names:
+            assert _filled(name, ctx) in err, err[-3000:]
         after = file_hashes(results)
         for unit in case.recover:
             assert f"recomputing {results / unit}.csv" in err

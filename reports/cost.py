@@ -78,12 +78,14 @@ def run_costs(run: Run) -> pd.DataFrame:
         if method == BASELINE or steps == 0:
             flops = 0.0 if method == BASELINE else flops
         sent = [c for c in losses.columns if c.startswith("bytes_")]
-        if sent:
+        if method == BASELINE:
+            mb = 0.0  # random init does not pretrain: nothing sent
+        elif sent and len(losses):
             mb = losses[sent].sum(axis=1).groupby(losses["client"]).sum().mean() / 1e6
         elif method in profile.index and "bytes_per_round" in profile:
             mb, estimated_bytes = float(profile.loc[method, "bytes_per_round"]) * rounds / 1e6, True
         else:
-            mb = 0.0 if method == BASELINE else math.nan
+            mb = math.nan
         seconds = math.nan
         if not timings.empty and {"phase", "method", "seconds"} <= set(timings):
             own = timings[(timings["phase"] == "pretrain") & (timings["method"] == method)]

@@ -122,6 +122,7 @@ def test_accuracy_against_cost(written):
     assert float(cost.loc["SimCLR", "device-s per client"]) == pytest.approx(12.5 / 3, rel=1e-2)
     assert float(cost.loc["FCL", "MB sent per client"]) == pytest.approx(3 * 0.92, rel=1e-3)
     assert cost.loc["Random init", "TFLOP per client"] == "0"
+    assert cost.loc["Random init", "MB sent per client"] == "0"
     assert "FLOPs" in cost.loc["Random init", "Pareto N=1"]  # nothing costs less
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 
 from bench.reports.aggregate import BASELINE, Experiment
 from bench.reports.analysis import Analysis
+from bench.reports.names import registry_id
 from bench.reports.runs import Run
 
 COSTS = {
@@ -57,7 +58,7 @@ def run_costs(run: Run) -> pd.DataFrame:
     batch = int(pretrain.get("volumes_per_batch") or 0) * int(pretrain.get("partitions") or 1)
     profile = _profile_steps(run)
     timings = run.timings
-    methods = set(run.rows["method"].unique()) if not run.rows.empty else set()
+    methods = {registry_id(m) for m in run.rows["method"].unique()} if not run.rows.empty else set()
     methods |= set(run.losses["method"].unique()) if not run.losses.empty else set()
     records = []
     for method in sorted(methods):
@@ -128,13 +129,12 @@ def accuracy_cost(analysis: Analysis, experiment: Experiment, runs: list[Run]) -
     costs = pd.concat([run_costs(run) for run in runs if str(run.path) in paths], ignore_index=True)
     if costs.empty:
         return costs
-    costs = costs.drop_duplicates("method")
+    costs = costs.drop_duplicates("method").set_index("method")
     summary = analysis.summary[analysis.summary["experiment"] == experiment.slug]
-    frame = summary[summary["variant"].isin(costs["method"])][["variant", "n_labeled", "mean"]]
-    wide = frame.pivot(index="variant", columns="n_labeled", values="mean")
-    out = costs.set_index("method").reindex(
-        [m for m in analysis.methods(experiment) if m in set(costs["method"])]
-    )
+    wide = summary.pivot(index="variant", columns="n_labeled", values="mean")
+    # Variants (``fcl [local]``, ``fcl [unverified]``) take their registry method's costs.
+    variants = [v for v in analysis.methods(experiment) if registry_id(v) in costs.index]
+    out = costs.loc[[registry_id(v) for v in variants]].set_axis(variants)
     for n in DICE_N:
         out[f"dice_n{n}"] = wide[n].reindex(out.index) if n in wide else math.nan
         for cost in COSTS:

@@ -55,6 +55,11 @@ class Encoder(nn.Module):
     def out_dim(self) -> int:
         return self.widths[-1]
 
+    @property
+    def downsampling(self) -> int:
+        """Factor by which the input side must be divisible."""
+        return 2 ** (len(self.widths) - 1)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [self.stem(x)]
         for down in self.downs:
@@ -67,16 +72,21 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Upsamples from the bottleneck to a ``widths[0]``-channel map at input size."""
+    """Upsamples from the bottleneck to a ``widths[0]``-channel map at input size.
 
-    def __init__(self, widths: Sequence[int], norm: str):
+    ``widths``: the output channels of each level (the last: the bottleneck's);
+    ``skip_widths``: the encoder's feature maps' channels, when they differ (timm encoders).
+    """
+
+    def __init__(self, widths: Sequence[int], norm: str, skip_widths: Sequence[int] | None = None):
         super().__init__()
         self.widths = tuple(widths)
+        skips = tuple(skip_widths or widths)
         self.ups = nn.ModuleList(
             UpCat(
                 2,
                 widths[i],
-                widths[i - 1],
+                skips[i - 1],
                 widths[i - 1],
                 ACTIVATION,
                 _norm(norm),
@@ -102,18 +112,35 @@ class UNet2D(nn.Module):
         out_channels: int = 4,
         widths: Sequence[int] = DEFAULT_WIDTHS,
         norm: str = "instance",
+        encoder: str = "unet",
     ):
         super().__init__()
         if len(widths) < 2:
             raise ValueError(f"model.widths: need at least 2 levels, got {list(widths)}")
-        self.encoder = Encoder(in_channels, widths, norm)
-        self.decoder = Decoder(widths, norm)
-        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+        if encoder == "unet":
+            self.encoder = Encoder(in_channels, widths, norm)
+            self.decoder = Decoder(widths, norm)
+        else:
+            from bench.timm_encoder import TimmEncoder, timm_name
+
+            name = timm_name(encoder)
+            if name is None or in_channels != 1:
+                raise ValueError(
+                    f"model.encoder={encoder!r}; expected 'unet' or 'timm/<name>' (1 channel)"
+                )
+            self.encoder = TimmEncoder(name, norm)
+            # Each decoder level has its skip's channels; the input-image levels widths[0].
+            skips = self.encoder.widths
+            levels = [
+                widths[0] if i < self.encoder.image_levels else c for i, c in enumerate(skips)
+            ]
+            self.decoder = Decoder((widths[0], *levels[1:]), norm, skip_widths=skips)
+        self.head = nn.Conv2d(self.decoder.widths[0], out_channels, kernel_size=1)
 
     @property
     def downsampling(self) -> int:
         """Factor by which the input side must be divisible."""
-        return 2 ** (len(self.encoder.widths) - 1)
+        return self.encoder.downsampling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(self.encoder(x)))
@@ -125,6 +152,7 @@ def build_unet(model_cfg: dict, out_channels: int) -> UNet2D:
         out_channels=out_channels,
         widths=tuple(model_cfg["widths"]),
         norm=model_cfg["norm"],
+        encoder=model_cfg.get("encoder", "unet"),
     )
     if model_cfg.get("norm_kernel", "native") == "group":
         instance_to_group_norm(model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.cli_help import add_command
 from bench.datasets.errors import DataError
 
 
@@ -122,52 +123,129 @@ def cmd_preprocess(args) -> int:
 
 
 def add_data_commands(subparsers) -> argparse.ArgumentParser:
-    """Add ``data synth|split|check`` to an argparse subparsers object."""
-    data = subparsers.add_parser("data", help="synthetic data, splits, dataset checks")
-    sub = data.add_subparsers(dest="data_command", required=True)
+    """Add ``data synth|split|check|preprocess`` to an argparse subparsers object."""
+    data = add_command(
+        subparsers,
+        "data",
+        summary="synthetic data, splits, dataset checks, the preprocessing cache",
+        description="Data tools: make synthetic volumes, split patients over clients, check a "
+        "dataset folder, fill the preprocessing cache.",
+        examples="""
+            bench data synth --out synth/ --real-sizes
+            bench data split --data /data/ACDC --clients 10 --out split.json
+            bench data check --data /data/ACDC
+            bench data preprocess --data /data/ACDC --preset small
+        """,
+    )
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
-    synth = sub.add_parser("synth", help="write synthetic volumes in the ACDC or HVSMR layout")
-    synth.add_argument("--layout", choices=["acdc", "hvsmr"], default="acdc")
-    synth.add_argument("--out", required=True, help="folder to write")
+    synth = add_command(
+        sub,
+        "synth",
+        summary="write synthetic volumes in the ACDC or HVSMR layout",
+        description="Writes synthetic NIfTI volumes with labels in the folder layout of ACDC or "
+        "HVSMR 2016, for trying bench without the real data.",
+        examples="""
+            bench data synth --out synth/
+            bench data synth --layout hvsmr --out synth-hvsmr/ --train 10 --test 0
+            bench data synth --out synth/ --train 100 --test 50 --real-sizes --cine
+        """,
+    )
+    synth.add_argument(
+        "--layout", choices=["acdc", "hvsmr"], default="acdc", help="folder layout (default acdc)"
+    )
+    synth.add_argument("--out", required=True, help="folder to write; e.g. --out synth/")
     synth.add_argument("--train", type=int, help="training patients (default: 12 tiny, 100 real)")
     synth.add_argument("--test", type=int, help="testing patients (default: 4 tiny, 50 real)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument(
         "--real-sizes",
         action="store_true",
         help="real in-plane sizes, slice counts and patient counts",
     )
     synth.add_argument("--cine", action="store_true", help="also write small 4D cines (ACDC)")
-    synth.add_argument("--no-progress", action="store_true")
+    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=_guard(cmd_synth))
 
-    split = sub.add_parser("split", help="split a dataset's patients over clients")
+    split = add_command(
+        sub,
+        "split",
+        summary="split a dataset's patients over clients",
+        description="Assigns the patients to clients and picks each client's validation, "
+        "labeled (per N and fold) and test patients; writes the split file that "
+        "`bench run --split` takes and prints its hash.",
+        examples="""
+            bench data split --data /data/ACDC --clients 10 --out split.json
+            bench data split --data /data/ACDC --clients 5 --scheme dirichlet --alpha 0.3 \\
+                --n-values 1,8 --folds 3 --out split-noniid.json
+        """,
+    )
     split.add_argument("--data", required=True, help="ACDC or HVSMR folder")
-    split.add_argument("--clients", type=int, required=True)
-    split.add_argument("--scheme", choices=["iid", "group", "dirichlet"], default="iid")
-    split.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
+    split.add_argument("--clients", type=int, required=True, help="number of clients")
+    split.add_argument(
+        "--scheme",
+        choices=["iid", "group", "dirichlet"],
+        default="iid",
+        help="iid, group (non-IID by pathology) or dirichlet (default iid)",
+    )
+    split.add_argument(
+        "--alpha", type=float, default=0.5, help="Dirichlet concentration (default 0.5)"
+    )
     split.add_argument(
         "--n-values",
         type=_ints,
         default=[1, 2, 4, 8],
         help="labeled patients per client, e.g. 1,2,4,8",
     )
-    split.add_argument("--folds", type=int, default=5)
-    split.add_argument("--val-per-client", type=int, default=1)
-    split.add_argument("--test", choices=["auto", "holdout"], default="auto")
-    split.add_argument("--test-fraction", type=float, default=0.2)
-    split.add_argument("--seed", type=int, default=0)
-    split.add_argument("--out", default="split.json")
+    split.add_argument(
+        "--folds", type=int, default=5, help="labeled subsets drawn per N (default 5)"
+    )
+    split.add_argument(
+        "--val-per-client", type=int, default=1, help="validation patients per client (default 1)"
+    )
+    split.add_argument(
+        "--test",
+        choices=["auto", "holdout"],
+        default="auto",
+        help="auto: the labeled testing/ folder when there is one, else holdout (default auto)",
+    )
+    split.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="share of each client's patients held out for testing (holdout; default 0.2)",
+    )
+    split.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    split.add_argument("--out", default="split.json", help="file to write (default split.json)")
     split.set_defaults(func=_guard(cmd_split))
 
-    check = sub.add_parser("check", help="read every file and report problems")
+    check = add_command(
+        sub,
+        "check",
+        summary="read every file and report problems",
+        description="Reads every image and label of a dataset folder and lists what is wrong "
+        "(exit code 2 when anything is).",
+        examples="""
+            bench data check --data /data/ACDC
+            bench data check --data /data/ACDC --no-cine
+        """,
+    )
     check.add_argument("--data", required=True, help="ACDC or HVSMR folder")
     check.add_argument("--no-cine", action="store_true", help="skip the 4D cines")
-    check.add_argument("--no-progress", action="store_true")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
     check.set_defaults(func=_guard(cmd_check))
 
-    preprocess = sub.add_parser(
-        "preprocess", help="preprocess a dataset into the cache that runs read"
+    preprocess = add_command(
+        sub,
+        "preprocess",
+        summary="preprocess a dataset into the cache that runs read",
+        description="Resamples, crops and normalises every volume under a preset's "
+        "data.preprocess settings into the cache (~/.cache/bench or $BENCH_CACHE_DIR), so "
+        "that later runs start at once.",
+        examples="""
+            bench data preprocess --data /data/ACDC --preset small
+            bench data preprocess --data /data/ACDC --set data.preprocess.size=128 --workers 2
+        """,
     )
     preprocess.add_argument("--data", required=True, help="ACDC or HVSMR folder")
     preprocess.add_argument("--preset", help="config preset whose data.preprocess settings apply")
@@ -180,6 +258,6 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
         help="config option, e.g. data.preprocess.size=128",
     )
     preprocess.add_argument("--workers", type=int, help="processes (default: up to 2)")
-    preprocess.add_argument("--no-progress", action="store_true")
+    preprocess.add_argument("--no-progress", action="store_true", help="no progress bar")
     preprocess.set_defaults(func=_guard(cmd_preprocess))
     return data

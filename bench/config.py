@@ -83,8 +83,42 @@ def parse_override(text: str) -> dict:
     return value
 
 
-def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the preset, then ``KEY=VALUE`` overrides; checked against the schema."""
+def read_config_file(path: str | Path) -> dict:
+    """A user's YAML config (the same keys as a preset); ConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"--config {path}: cannot read ({error.strerror or error})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"--config {path}: not valid YAML{where} ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"--config {path}: expected a mapping of options, got {type(data).__name__}"
+        )
+    if "preset" in data:
+        raise ConfigError(f"--config {path}: 'preset' is chosen with --preset, not in the file")
+    return data
+
+
+def load_config(
+    preset: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    config_file: str | Path | None = None,
+    split_params: dict | None = None,
+) -> Config:
+    """default.yaml <- the preset <- ``config_file`` <- ``overrides`` (``KEY=VALUE``), checked
+    against the schema.
+
+    ``split_params``: the ``params`` of a split file (``--split``), which decide the
+    ``split`` section; a ``split.*`` option given in ``config_file`` or ``overrides``
+    that contradicts them is an error.
+    """
     config = _read_yaml("default")
     if preset is not None:
         if preset not in available_presets():
@@ -95,10 +129,47 @@ def load_config(preset: str | None = None, overrides: list[str] | tuple[str, ...
         config["preset"] = preset
     else:
         config["preset"] = None
+    user = read_config_file(config_file) if config_file is not None else {}
     for text in overrides:
-        config = merge(config, parse_override(text))
+        user = merge_user(user, parse_override(text))
+    config = merge(config, user)
+    if split_params is not None:
+        given = user.get("split", {})
+        config["split"] = split_section_from_file(config["split"], given, split_params)
     validate(config)
     return as_config(config)
+
+
+def merge_user(user: dict, override: dict) -> dict:
+    """Merges user-given options without the defaults' key check (``merge`` checks later)."""
+    merged = copy.deepcopy(user)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_user(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def split_section_from_file(section: dict, given: dict, params: dict) -> dict:
+    """The ``split`` options a split file implies; the user's contradicting ones are errors."""
+    section = dict(section)
+    for key, value in params.items():
+        if key not in section:
+            continue  # the file's own bookkeeping (test_mode, layouts, patients, ...)
+        if key in given and _normalised(given[key]) != _normalised(value):
+            raise ConfigError(
+                f"option split.{key}={given[key]!r} contradicts the split file "
+                f"(split.{key}={value!r}); the file decides the split: drop the option"
+            )
+        section[key] = value
+    return section
+
+
+def _normalised(value):
+    if isinstance(value, list | tuple):
+        return sorted(_normalised(v) for v in value)
+    return value
 
 
 def as_config(tree: dict) -> Config:
@@ -133,7 +204,15 @@ def validate(config: dict) -> None:
     """Raises ``ConfigError`` naming the first option whose value the schema does not allow."""
     _check_section(Config, config, ())
     size, levels = config["data"]["preprocess"]["size"], len(config["model"]["widths"])
-    if size % 2 ** (levels - 1):
+    encoder = config["model"]["encoder"]
+    if encoder != "unet":
+        _check_timm_encoder(encoder)
+        if size % 32:
+            raise ConfigError(
+                f"option data.preprocess.size={size}; expected a size divisible by 32 for "
+                f"model.encoder={encoder} (feature maps down to 1/32)"
+            )
+    elif size % 2 ** (levels - 1):
         raise ConfigError(
             f"option data.preprocess.size={size}; expected a size divisible by 2**{levels - 1} "
             f"for a U-Net of {levels} levels (model.widths)"
@@ -144,6 +223,18 @@ def validate(config: dict) -> None:
             f"option data.preprocess.clip_percentiles={clip!r}; expected [low, high] with "
             "low < high"
         )
+
+
+def _check_timm_encoder(encoder: str) -> None:
+    if not encoder.startswith("timm/"):
+        raise ConfigError(
+            f"option model.encoder={encoder!r}; expected 'unet' or 'timm/<name>', "
+            "e.g. timm/resnet18"
+        )
+    import timm  # only for a timm encoder: the CLI's start stays fast
+
+    if not timm.is_model(encoder[len("timm/") :]):
+        raise ConfigError(f"option model.encoder={encoder!r}: timm has no such model")
 
 
 def _check_section(cls: type[Section], tree: dict, where: tuple[str, ...]) -> None:

@@ -101,6 +101,7 @@ class ModelConfig(Section):
     widths: list[Positive]
     norm: Literal["instance", "batch", "group"]
     norm_kernel: Literal["native", "group"]
+    encoder: str  # "unet" or "timm/<name>" (bench.config.validate checks the name)
 
 
 class PretrainConfig(Section):

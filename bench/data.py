@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.datasets.errors import DataError
 from bench.datasets.layout import read_dataset
 from bench.datasets.preprocess import PreprocessSettings, load_volumes
 from bench.datasets.split_checks import verify_split
@@ -99,6 +100,7 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
     split_path = Path(run_dir) / "split.json"
     if split_path.exists():
         split = Split.load(split_path)
+        check_split_matches_data(split, records, split_path, root)
     else:
         split = make_split(
             records,
@@ -123,3 +125,37 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
         split.save(split_path)
     volumes = preprocess(data_cfg, layout, records, progress=progress)
     return DataBundle(layout=layout, root=root, volumes=volumes, split=split)
+
+
+def check_split_matches_data(split: Split, records, split_path: Path, root: Path) -> None:
+    """A split file (``--split``, or one kept in the run folder) names patients of this dataset."""
+    by_id = {r.patient_id: r for r in records}
+    layouts = split.params.get("layouts")
+    present = sorted({r.layout for r in records})
+    if layouts is not None and sorted(layouts) != present:
+        raise DataError(
+            split_path,
+            f"split made for {', '.join(layouts)} data, but {root} holds {', '.join(present)}",
+        )
+    for client in split.clients:
+        named = {
+            "pretrain": client.pretrain,
+            "val": client.val,
+            "test": client.test,
+            "labeled": [p for folds in client.labeled.values() for ids in folds for p in ids],
+        }
+        for role, patients in named.items():
+            missing = [p for p in patients if p not in by_id]
+            if missing:
+                raise DataError(
+                    split_path,
+                    f"client {client.client} {role} patient {missing[0]!r} is not in {root}"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                )
+        unlabeled = [p for p in client.test + client.val + named["labeled"] if not by_id[p].labeled]
+        if unlabeled:
+            raise DataError(
+                split_path,
+                f"client {client.client}: patient {unlabeled[0]!r} is used with labels "
+                f"(test, validation or labeled subset) but has no ground truth in {root}",
+            )

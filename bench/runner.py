@@ -24,7 +24,7 @@ from bench.datasets.errors import DataError
 from bench.evaluation import dice_per_class, predict_volume
 from bench.federated.engine import run_task
 from bench.finetune import FinetuneTask
-from bench.io import atomic_torch_save, atomic_write_text
+from bench.io import atomic_write_text
 from bench.provenance import code_version, hardware, library_versions
 from bench.registry import get_method
 from bench.results import ResultStore
@@ -35,6 +35,7 @@ from bench.runfolder import (
     write_marker,
 )
 from bench.task_factory import TaskFactory, Unit
+from bench.weights import describe, finetuned_path, save_weights
 
 
 def read_saved_config(path: Path) -> dict:
@@ -80,11 +81,47 @@ def open_run_dir(run_dir: Path, config: dict, fresh: bool) -> RunFolderLock:
     return lock
 
 
+def adopt_split_file(run_dir: Path, split_file: Path) -> None:
+    """``--split``: the file becomes ``<run>/split.json``, which decides the split; a run
+    folder that already has another split is an error (call under the folder's lock)."""
+    from bench.datasets.splits import Split
+
+    split = Split.load(split_file)
+    target = run_dir / "split.json"
+    if target.exists():
+        existing = Split.load(target)
+        if existing.hash != split.hash:
+            raise ConfigError(
+                f"--split {split_file}: the run folder {run_dir} already uses split "
+                f"{existing.hash}, not this file's {split.hash}; use --fresh or another --out"
+            )
+    split.save(target)
+    atomic_write_text(
+        run_dir / "split_source.json",
+        json.dumps({"file": str(split_file.resolve()), "hash": split.hash}, indent=1) + "\n",
+    )
+
+
+PROGRESS_MODES = ("bar", "lines", "none")
+
+
 class Runner:
-    def __init__(self, config: Config, run_dir: Path, *, progress: bool = True):
-        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+    """Runs the units of one run folder.
+
+    ``progress``: ``"bar"`` (progress bars, for a terminal), ``"lines"`` (one plain line per
+    step on stderr, for logs), ``"none"``; ``True``/``False`` mean ``"bar"``/``"none"``.
+    ``bench.api.open_run`` makes one after the run-folder checks and under the folder's lock.
+    """
+
+    def __init__(self, config: Config, run_dir: Path, *, progress: bool | str = True):
+        if isinstance(progress, bool):
+            progress = "bar" if progress else "none"
+        if progress not in PROGRESS_MODES:
+            raise ValueError(f"progress={progress!r}; expected one of {PROGRESS_MODES}")
+        self.config, self.run_dir, self.progress_mode = config, Path(run_dir), progress
+        self.progress = progress == "bar"
         self.store = ResultStore(self.run_dir)
-        self.tasks = TaskFactory(config, self.run_dir, progress=progress)
+        self.tasks = TaskFactory(config, self.run_dir, progress=self.progress)
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
 
@@ -116,7 +153,16 @@ class Runner:
         if self.config.pretrain.setting == "centralized":
             parts = parts * self.tasks.num_clients
         self.write_loss_history(method, seed, final["history"])
-        atomic_torch_save(self.tasks.pretrained_path(method, seed), parts)
+        meta = describe(
+            "pretrained",
+            method=method,
+            config=self.config,
+            split_hash=self.bundle.split.hash,
+            dataset=self.bundle.layout,
+            seed=seed,
+            setting=self.config.pretrain.setting,
+        )
+        save_weights(self.tasks.pretrained_path(method, seed), parts, meta)
         return parts
 
     def write_loss_history(self, method: str, seed: int, history: list[dict]) -> None:
@@ -151,13 +197,33 @@ class Runner:
         models = task.selected_models(run_task(task, self.config.run))
         if unit.fold == 0:
             # One fine-tuned model per (method, mode, N) for the report's qualitative figure.
-            atomic_torch_save(
-                self.run_dir / "models" / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}.pt",
-                models[0],
-            )
+            self.save_finetuned(unit, models[0])
         rows = self.evaluate(unit, task, models)
         shutil.rmtree(task.work_dir, ignore_errors=True)
         return rows
+
+    def save_finetuned(self, unit: Unit, state: dict) -> None:
+        """Client 0's fine-tuned U-Net (encoder, decoder and head) as a weights file."""
+        parts: dict[str, dict] = {}
+        for key, tensor in state.items():
+            part, rest = key.split(".", 1)
+            parts.setdefault(part, {})[rest] = tensor
+        meta = describe(
+            "finetuned",
+            method=unit.method,
+            config=self.config,
+            split_hash=self.bundle.split.hash,
+            dataset=self.bundle.layout,
+            seed=unit.seed,
+            mode=unit.mode,
+            n_labeled=unit.n,
+            fold=unit.fold,
+            client=0,
+            out_channels=self.bundle.num_classes,
+            class_names=list(self.bundle.class_names),
+        )
+        path = finetuned_path(self.run_dir, unit.method, unit.seed, unit.mode, unit.n)
+        save_weights(path, [parts], meta)
 
     def evaluate(self, unit: Unit, task: FinetuneTask, models: list[dict]) -> list[dict]:
         bundle = self.bundle
@@ -233,15 +299,26 @@ class Runner:
             total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress
         )
         parts_cache: dict[tuple[str, int], list[dict]] = {}
-        for unit in units:
+        self.log(f"{len(units)} unit(s) to run in {self.run_dir}")
+        for index, unit in enumerate(units, 1):
             key = (unit.method, unit.seed)
             if key not in parts_cache:
                 bar.set_postfix_str(f"pretraining {unit.method} (seed {unit.seed})")
+                self.log(f"pretraining {unit.method} (seed {unit.seed})")
                 with self.timed("pretrain", method=unit.method, seed=unit.seed):
                     parts_cache[key] = self.pretrain(unit.method, unit.seed)
-            bar.set_postfix_str(f"{unit.method} {unit.mode} N={unit.n} fold {unit.fold}")
+            label = f"{unit.method} {unit.mode} N={unit.n} fold {unit.fold} seed {unit.seed}"
+            bar.set_postfix_str(label)
+            start = time.perf_counter()
             with self.timed("finetune", **unit.as_dict()):
                 rows = self.finetune(unit, parts_cache[key])
             self.store.write(unit.as_dict(), rows)
             bar.update()
+            seconds = time.perf_counter() - start
+            self.log(f"unit {index}/{len(units)} done: {label} ({seconds:.1f} s)")
         bar.close()
+
+    def log(self, message: str) -> None:
+        """A plain progress line (``progress="lines"``): readable in a redirected log."""
+        if self.progress_mode == "lines":
+            print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -17,10 +17,10 @@ from bench.config import Config, as_config
 from bench.data import DataBundle, prepare_data
 from bench.datasets.errors import DataError
 from bench.finetune import FinetuneTask
-from bench.io import torch_load
 from bench.methods.base import PretrainMethod
 from bench.pretrain import PretrainTask
 from bench.registry import get_method
+from bench.weights import pretrained_path, read_pretrained
 
 FACTORY = "bench.task_factory:build_task"
 
@@ -71,7 +71,7 @@ class TaskFactory:
         }
 
     def pretrained_path(self, method: str, seed: int) -> Path:
-        return self.run_dir / "pretrained" / f"{method}-seed{seed}.pt"
+        return pretrained_path(self.run_dir, method, seed)
 
     def saved_parts(self, method_cls: type[PretrainMethod], seed: int) -> list[dict] | None:
         """Per client, the U-Net parts fine-tuning starts from, when no pretraining is needed.
@@ -83,9 +83,29 @@ class TaskFactory:
             return [{} for _ in range(self.num_clients)]
         source = self.config.pretrain.from_run
         if source is not None:
-            return transferred_parts(Path(source), method_cls.name, seed, self.num_clients)
+            return self.transferred_parts(Path(source), method_cls, seed)
         path = self.pretrained_path(method_cls.name, seed)
-        return torch_load(path) if path.exists() else None
+        return self.read_pretrained(path, method_cls) if path.exists() else None
+
+    def transferred_parts(
+        self, source: Path, method_cls: type[PretrainMethod], seed: int
+    ) -> list[dict]:
+        """Pretrained parts from another run; client i takes source client i mod K."""
+        path = pretrained_path(source, method_cls.name, seed)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: pretrain.from_run has no pretrained {method_cls.name} (seed {seed}); "
+                "run it there first"
+            )
+        parts = self.read_pretrained(path, method_cls)
+        return [parts[i % len(parts)] for i in range(self.num_clients)]
+
+    def read_pretrained(self, path: Path, method_cls: type[PretrainMethod]) -> list[dict]:
+        """A pretrained file's per-client parts, checked against this run's U-Net."""
+        from bench.backbone import build_unet
+
+        model = build_unet(self.config["model"], out_channels=1)
+        return read_pretrained(path, model, method_cls.pretrained_parts)
 
     def pretrain_dataset(self) -> str:
         source = self.config.pretrain.from_run
@@ -126,18 +146,6 @@ class TaskFactory:
             init_parts=init_parts,
             spec=self.job_spec("finetune", **unit.as_dict()),
         )
-
-
-def transferred_parts(source: Path, method: str, seed: int, clients: int) -> list[dict]:
-    """Pretrained parts from another run; client i takes source client i mod K."""
-    path = source / "pretrained" / f"{method}-seed{seed}.pt"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: pretrain.from_run has no pretrained {method} (seed {seed}); run it there "
-            "first"
-        )
-    parts = torch_load(path)
-    return [parts[i % len(parts)] for i in range(clients)]
 
 
 def build_task(spec: dict):

@@ -158,7 +158,7 @@ class PGL(MomentumMethod):
         dim, local_dim = hp["projection_dim"], hp["local_dim"]
         self.projection = BYOLProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], dim)
         self.prediction = BYOLPredictionHead(dim, hp["hidden_dim"], dim)
-        self.local_projection = LocalHead(unet.encoder.widths[0], hp["local_hidden_dim"], local_dim)
+        self.local_projection = LocalHead(unet.decoder.widths[0], hp["local_hidden_dim"], local_dim)
         self.local_prediction = LocalHead(local_dim, hp["local_hidden_dim"], local_dim)
         # The target network: an EMA of the online encoder, decoder and projectors (BYOL).
         self.add_momentum_targets(

@@ -48,10 +48,16 @@ def check_report_out(out: Path) -> None:
 
 
 def add_report_command(subparsers) -> None:
+    from bench.cli_help import with_examples
+
     report = subparsers.add_parser(
         "report",
         help="tables, figures and provenance (Markdown, LaTeX, CSV, HTML) from run folders",
         description="Combine one or more run folders (rows concatenated) into one report.",
+        **with_examples("""
+            bench report runs/tiny --out report/
+            bench report runs/acdc runs/acdc-seed1 --out report/ --no-qualitative
+        """),
     )
     report.add_argument(
         "run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) made by `bench run`"

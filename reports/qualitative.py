@@ -1,6 +1,7 @@
 """Qualitative grid: the same test slices, their ground truth, and each method's prediction.
 
-Uses the fine-tuned models the runner keeps (``<run>/models/{method}-seed{s}-{mode}-N{n}.pt``,
+Uses the fine-tuned models the runner keeps
+(``<run>/models/{method}-seed{s}-{mode}-N{n}.safetensors``,
 fold 0, client 0): nothing is fine-tuned again here. Each row is a different test patient
 of client 0 (the slice with the largest labelled area of its first labelled volume), cropped
 around the heart (the labelled region with a margin); the Dice under each prediction is the
@@ -18,18 +19,19 @@ import torch
 import yaml
 from matplotlib.figure import Figure as MplFigure
 
-from bench.io import torch_load
 from bench.reports.aggregate import method_order
 from bench.reports.figures import label_overlay, themed
 from bench.reports.names import display_name
 
-MODEL_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)-(?P<mode>[a-z]+)-N(?P<n>\d+)\.pt$")
+MODEL_NAME = re.compile(
+    r"^(?P<method>.+)-seed(?P<seed>\d+)-(?P<mode>[a-z]+)-N(?P<n>\d+)\.safetensors$"
+)
 
 
 def find_models(run_dir: Path) -> dict[tuple[str, int], dict[str, Path]]:
     """(mode, n) -> method -> model file, the smallest seed of each."""
     found: dict[tuple[str, int], dict[str, tuple[int, Path]]] = {}
-    for path in sorted((Path(run_dir) / "models").glob("*.pt")):
+    for path in sorted((Path(run_dir) / "models").glob("*.safetensors")):
         match = MODEL_NAME.match(path.name)
         if not match:
             continue
@@ -76,10 +78,10 @@ def heart_box(label: np.ndarray, margin: float = 0.35, minimum: int = 24) -> tup
 
 def load_model(config: dict, path: Path, num_classes: int) -> torch.nn.Module:
     from bench.backbone import build_unet
+    from bench.weights import load_finetuned
 
     model = build_unet(config["model"], out_channels=num_classes)
-    model.load_state_dict(torch_load(path))  # weights_only: a crafted file is refused
-    return model.eval()
+    return load_finetuned(path, model).eval()
 
 
 @torch.no_grad()

@@ -182,7 +182,9 @@ def load_run(path: str | Path, *, show_unverified: bool = False) -> Run:
         profiles=_read_csvs(path / "profile"),
         profile_json=_read_jsons(path / "profile"),
         timings=_read_timings(path / "timings.jsonl"),
-        models=sorted((path / "models").glob("*.pt")) if (path / "models").is_dir() else [],
+        models=sorted((path / "models").glob("*.safetensors"))
+        if (path / "models").is_dir()
+        else [],
         curves=_read_curves(path / "curves" / "finetune"),
     )
 

@@ -17,11 +17,14 @@ from bench.sampling import SliceStack
 METHODS = available_methods()
 TRAINED = [name for name, cls in METHODS.items() if cls.needs_pretraining]
 WIDTHS = (8, 16, 32, 64)
+# The paper's U-Net, and a timm encoder (BatchNorm swapped for instance norm) under it.
+ENCODERS = ["unet", "timm/resnet18"]
 
 
-def build(name: str, client_id: int = 0, seed: int = 0):
+def build(name: str, client_id: int = 0, seed: int = 0, encoder: str = "unet"):
     torch.manual_seed(seed)
-    return METHODS[name](UNet2D(widths=WIDTHS), {}, num_clients=2, client_id=client_id)
+    unet = UNet2D(widths=WIDTHS, encoder=encoder)
+    return METHODS[name](unet, {}, num_clients=2, client_id=client_id)
 
 
 def batch(seed: int = 0, client: int = 0) -> dict:
@@ -56,10 +59,11 @@ def test_class_attributes(name):
         cls(UNet2D(widths=WIDTHS), {"no_such_option": 1})
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("name", TRAINED)
-def test_training_step_gradients_and_momentum(name):
-    method = build(name, client_id=0)
-    other = build(name, client_id=1)
+def test_training_step_gradients_and_momentum(name, encoder):
+    method = build(name, client_id=0, encoder=encoder)
+    other = build(name, client_id=1, encoder=encoder)
     # Exercise the payload exchange with another client's outgoing arrays.
     other.begin_round(0, 2)
     other.train()
@@ -106,9 +110,10 @@ def test_training_step_gradients_and_momentum(name):
         assert changed, f"{name}: after_optimizer_step left the momentum parameters unchanged"
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("name", list(METHODS))
-def test_shared_state_round_trip_through_flower(name):
-    method, fresh = build(name, seed=0), build(name, seed=1)
+def test_shared_state_round_trip_through_flower(name, encoder):
+    method, fresh = build(name, seed=0, encoder=encoder), build(name, seed=1, encoder=encoder)
     shared = method.shared_state()
     record = ArrayRecord(torch_state_dict=shared)
     result = fresh.load_state_dict(record.to_torch_state_dict(), strict=False)
@@ -120,9 +125,10 @@ def test_shared_state_round_trip_through_flower(name):
         assert torch.equal(reloaded[key], value), f"{name}: {key} differs after the round trip"
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("name", list(METHODS))
-def test_state_split(name):
-    method = build(name)
+def test_state_split(name, encoder):
+    method = build(name, encoder=encoder)
     shared, local, full = method.shared_state(), method.local_state(), method.state_dict()
     assert not set(shared) & set(local)
     assert set(shared) | set(local) == set(full)
@@ -130,32 +136,56 @@ def test_state_split(name):
         assert not method.is_shared(key)
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("name", list(METHODS))
-def test_shared_tensors_are_floating_point(name):
-    shared = build(name).shared_state()
+def test_shared_tensors_are_floating_point(name, encoder):
+    shared = build(name, encoder=encoder).shared_state()
     integer = [key for key, value in shared.items() if not value.is_floating_point()]
     assert not integer, f"{name}: shared non-float tensors {integer}"
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("name", TRAINED)
-def test_client_state_survives_a_restart(name):
+def test_client_state_survives_a_restart(name, encoder):
     """The engine saves state_dict() and rebuilds the method each round: nothing may be lost."""
-    method = build(name)
+    method = build(name, encoder=encoder)
     method.begin_round(0, 2)
     method.train()
     loss = method.training_step(batch(), torch.Generator().manual_seed(0))["loss"]
     loss.backward()
     method.after_optimizer_step()
-    restarted = build(name, seed=1)
+    restarted = build(name, seed=1, encoder=encoder)
     restarted.load_state_dict(method.state_dict())
     for key, value in method.state_dict().items():
         assert torch.equal(restarted.state_dict()[key], value)
 
 
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("name", list(METHODS))
-def test_pretrained_state_matches_unet_parts(name):
-    method = build(name)
+def test_pretrained_state_matches_unet_parts(name, encoder):
+    method = build(name, encoder=encoder)
     state = method.pretrained_state()
     assert set(state) == set(method.pretrained_parts)
     for part, part_state in state.items():
         assert set(part_state) == set(getattr(method.unet, part).state_dict())
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize(
+    "name", [name for name, cls in METHODS.items() if "decoder" in cls.pretrained_parts]
+)
+def test_decoder_losses_train_the_decoder(name, encoder):
+    """GCL's local stage and PGL's dense term reach the decoder's first block, whatever the
+    encoder (a timm encoder's skips have other channels than the U-Net's)."""
+    method = build(name, encoder=encoder)
+    method.begin_round(1, 2)  # GCL: the last round is its local stage
+    method.train()
+    loss = method.training_step(batch(), torch.Generator().manual_seed(0))["loss"]
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    first_block = [
+        p.grad
+        for key, p in method.named_parameters()
+        if key.startswith("unet.decoder.ups.0.") and p.ndim > 1
+    ]
+    assert first_block and all(g is not None and g.abs().sum() > 0 for g in first_block)

@@ -14,6 +14,7 @@ from PIL import Image
 from bench.backbone import build_unet
 from bench.reports.figures import save
 from bench.reports.qualitative import find_models, qualitative_figures
+from bench.weights import FORMAT, save_weights
 
 CONFIG = {"model": {"widths": [4, 8], "norm": "instance"}}
 
@@ -42,9 +43,12 @@ def write_models(run: Path, config: dict, num_classes: int, names) -> None:
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     torch.manual_seed(0)
     for name in names:
-        torch.save(
-            build_unet(config["model"], out_channels=num_classes).state_dict(),
+        unet = build_unet(config["model"], out_channels=num_classes)
+        parts = {part: getattr(unet, part).state_dict() for part in ("encoder", "decoder", "head")}
+        save_weights(
             run / "models" / name,
+            [parts],
+            {"format": FORMAT, "format_version": 1, "method": name, "model": config["model"]},
         )
 
 
@@ -54,20 +58,25 @@ def test_find_models_takes_smallest_seed(tmp_path):
         CONFIG,
         4,
         [
-            "random-seed1-local-N1.pt",
-            "random-seed0-local-N1.pt",
-            "local_cl-seed0-federated-N4.pt",
-            "notes.txt.pt",
+            "random-seed1-local-N1.safetensors",
+            "random-seed0-local-N1.safetensors",
+            "local_cl-seed0-federated-N4.safetensors",
+            "notes.txt.safetensors",
         ],
     )
     found = find_models(tmp_path)
     assert list(found) == [("federated", 4), ("local", 1)]
-    assert found[("local", 1)]["random"].name == "random-seed0-local-N1.pt"
-    assert found[("federated", 4)]["local_cl"].name == "local_cl-seed0-federated-N4.pt"
+    assert found[("local", 1)]["random"].name == "random-seed0-local-N1.safetensors"
+    assert found[("federated", 4)]["local_cl"].name == "local_cl-seed0-federated-N4.safetensors"
 
 
 def test_grid_of_same_slices_for_every_method(tmp_path):
-    write_models(tmp_path, CONFIG, 4, ["random-seed0-local-N1.pt", "simclr-seed0-local-N1.pt"])
+    write_models(
+        tmp_path,
+        CONFIG,
+        4,
+        ["random-seed0-local-N1.safetensors", "simclr-seed0-local-N1.safetensors"],
+    )
     figures, note = qualitative_figures(tmp_path, bundle=fake_bundle())
     assert note is None and len(figures) == 1
     slug, title, figure = figures[0]
@@ -110,7 +119,7 @@ def test_grid_with_real_data_loading(tmp_path):
             "model.widths=[4,8]",
         ],
     )
-    write_models(tmp_path, config, 4, ["random-seed0-local-N1.pt"])
+    write_models(tmp_path, config, 4, ["random-seed0-local-N1.safetensors"])
     figures, note = qualitative_figures(tmp_path)
     assert note is None and len(figures) == 1
 

@@ -5,15 +5,26 @@ as a DataFrame; ``run_profile(...)`` measures and returns a ``ProfileResult``
 whose ``frame`` is the same DataFrame.
 """
 
-from bench.profile.core import (
-    COLUMNS,
-    ProfileResult,
-    format_table,
-    load_profile,
-    profile_folder,
-    run_profile,
-)
-from bench.profile.steps import StepSettings
+import importlib
+
+# Imported on first use, not with the package: `bench --help` builds the profile
+# subcommand's parser from bench.profile.cli and must not pay for torch and MONAI.
+_LAZY = {
+    "COLUMNS": "bench.profile.core",
+    "ProfileResult": "bench.profile.core",
+    "format_table": "bench.profile.core",
+    "load_profile": "bench.profile.core",
+    "profile_folder": "bench.profile.core",
+    "run_profile": "bench.profile.core",
+    "StepSettings": "bench.profile.steps",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "COLUMNS",
@@ -32,6 +43,8 @@ def profile_dataframe(
 ):
     """Runs the profile and returns its DataFrame (one row per step; columns ``COLUMNS``)."""
     from bench.config import load_config
+    from bench.profile.core import run_profile
+    from bench.profile.steps import StepSettings
     from bench.registry import resolve_method_names
 
     names = resolve_method_names(methods) if isinstance(methods, str) else list(methods)

@@ -12,6 +12,7 @@ STUDIES = ("unet", "unet-ab", "engine", "client-state", "reference")
 
 
 def add_profile_command(subparsers) -> argparse.ArgumentParser:
+    from bench.cli_help import with_examples
     from bench.config import available_presets
 
     parser = subparsers.add_parser(
@@ -25,6 +26,12 @@ def add_profile_command(subparsers) -> argparse.ArgumentParser:
             "compares with the fp32 matmul peak measured in the same run. Writes CSV and JSON to "
             "--out and prints a table."
         ),
+        **with_examples("""
+            bench profile --methods all --preset tiny
+            bench profile --methods fcl,byol --preset default --device cuda --amp bf16
+            bench profile --run runs/tiny
+            bench profile --study unet-ab --preset default
+        """),
     )
     parser.add_argument(
         "--methods", default="all", help="comma-separated method names, or 'all' (default)"

@@ -54,6 +54,7 @@ def cmd_split(args) -> int:
     _, records = read_dataset(args.data)
     split = make_split(
         records,
+        protocol=args.protocol,
         clients=args.clients,
         scheme=args.scheme,
         alpha=args.alpha,
@@ -182,6 +183,12 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     )
     split.add_argument("--data", required=True, help="ACDC or HVSMR folder")
     split.add_argument("--clients", type=int, required=True, help="number of clients")
+    split.add_argument(
+        "--protocol",
+        choices=["own", "fcl", "chaitanya"],
+        default="own",
+        help="evaluation protocol: own, fcl or chaitanya (docs/PROTOCOL.md; default own)",
+    )
     split.add_argument(
         "--scheme",
         choices=["iid", "group", "dirichlet"],

@@ -83,6 +83,22 @@ def parse_override(text: str) -> dict:
     return value
 
 
+# What each evaluation protocol (split.protocol) sets, above the preset and below --set.
+PROTOCOL_SETTINGS: dict[str, dict[str, Any]] = {
+    "own": {},
+    # Wu et al. 2021: 5-fold cross-validation within each client.
+    "fcl": {"split": {"folds": 5}},
+    # Chaitanya et al. 2020: one client (trained centrally), ED frames, N4, 5 labeled subsets,
+    # Dice on the native grid.
+    "chaitanya": {
+        "data": {"phases": ["ED"], "preprocess": {"n4": True}},
+        "split": {"clients": 1, "folds": 5},
+        "finetune": {"modes": ["local"]},
+        "evaluation": {"native_dice": True},
+    },
+}
+
+
 def read_config_file(path: str | Path) -> dict:
     """A user's YAML config (the same keys as a preset); ConfigError naming the file."""
     path = Path(path)
@@ -112,8 +128,8 @@ def load_config(
     config_file: str | Path | None = None,
     split_params: dict | None = None,
 ) -> Config:
-    """default.yaml <- the preset <- ``config_file`` <- ``overrides`` (``KEY=VALUE``), checked
-    against the schema.
+    """default.yaml <- the preset <- what ``split.protocol`` sets (``PROTOCOL_SETTINGS``) <-
+    ``config_file`` <- ``overrides`` (``KEY=VALUE``), checked against the schema.
 
     ``split_params``: the ``params`` of a split file (``--split``), which decide the
     ``split`` section; a ``split.*`` option given in ``config_file`` or ``overrides``
@@ -132,7 +148,14 @@ def load_config(
     user = read_config_file(config_file) if config_file is not None else {}
     for text in overrides:
         user = merge_user(user, parse_override(text))
-    config = merge(config, user)
+    protocol = merge(config, user)["split"]["protocol"]
+    if split_params is not None:
+        protocol = split_params.get("protocol", "own")
+    if protocol not in PROTOCOL_SETTINGS:
+        raise ConfigError(
+            f"option split.protocol={protocol!r}; expected one of {sorted(PROTOCOL_SETTINGS)}"
+        )
+    config = merge(merge(config, PROTOCOL_SETTINGS[protocol]), user)
     if split_params is not None:
         given = user.get("split", {})
         config["split"] = split_section_from_file(config["split"], given, split_params)

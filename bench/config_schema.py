@@ -75,6 +75,7 @@ class PreprocessConfig(Section):
     size: Positive
     normalise: Literal["minmax", "zscore"]
     clip_percentiles: list[Annotated[float, Range(0, 100)]]
+    n4: bool
 
 
 class DataConfig(Section):
@@ -86,6 +87,7 @@ class DataConfig(Section):
 
 
 class SplitConfig(Section):
+    protocol: Literal["own", "fcl", "chaitanya"]
     clients: Positive
     scheme: Literal["iid", "group", "dirichlet"]
     alpha: PositiveNumber
@@ -114,6 +116,7 @@ class PretrainConfig(Section):
     weight_decay: NonNegativeNumber
     methods: dict[str, Any]
     from_run: str | None
+    fedavg_weights: Literal["examples", "uniform"]
 
 
 class FinetuneConfig(Section):
@@ -123,10 +126,12 @@ class FinetuneConfig(Section):
     batch_size: Positive
     lr: PositiveNumber
     weight_decay: NonNegativeNumber
+    fedavg_weights: Literal["examples", "uniform"]
 
 
 class EvaluationConfig(Section):
     hd95: bool
+    native_dice: bool
 
 
 class FlowerConfig(Section):

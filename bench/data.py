@@ -104,6 +104,7 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
     else:
         split = make_split(
             records,
+            protocol=split_cfg["protocol"],
             clients=split_cfg["clients"],
             scheme=split_cfg["scheme"],
             alpha=split_cfg["alpha"],
@@ -119,7 +120,10 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
         [r.patient_id for r in records],
         split_path,
         n_values=split_cfg["n_values"],
-        folds=split_cfg["folds"],
+        # The leave-one-out fallback has its own fold count (docs/PROTOCOL.md).
+        folds=split.folds
+        if split.params.get("test_mode") == "leave_one_out"
+        else split_cfg["folds"],
     )
     if not split_path.exists():
         split.save(split_path)

@@ -59,7 +59,8 @@ class FinetuneTask(FederatedTask):
     ):
         self.config, self.mode, self.seed, self.work_dir = config, mode, seed, Path(work_dir)
         self.aggregate = mode == "federated"
-        self.validates = self.aggregate
+        # No validation patient (FCL's protocol at N = 8): the last round's model is kept.
+        self.validates = self.aggregate and all(validation)
         self.num_clients = len(labeled)
         self.num_rounds = config["finetune"]["rounds"]
         self.num_classes = num_classes
@@ -115,8 +116,9 @@ class FinetuneTask(FederatedTask):
             optimizer.step()
             losses.append(loss.detach())
         if not self.aggregate:
-            score = mean_dice(model, self.validation[client], self.num_classes, self.device.device)
-            if best is None or score > best["score"]:
+            validation = self.validation[client]
+            score = mean_dice(model, validation, self.num_classes, self.device.device)
+            if best is None or not validation or score > best["score"]:
                 best = {
                     "round": round_index,
                     "score": score,
@@ -128,9 +130,11 @@ class FinetuneTask(FederatedTask):
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best},
         )
         losses = torch.stack(losses).float().cpu()
+        weights = cfg["fedavg_weights"]
         return RoundResult(
             shared={k: v.detach().cpu() for k, v in model.state_dict().items()},
-            num_examples=len(self.slices[client]),
+            # FedAvg's weight: the labeled slices the client trains on (McMahan et al. 2017)
+            num_examples=len(self.slices[client]) if weights == "examples" else 1,
             metrics={"loss_mean": float(losses.mean())},
         )
 

@@ -55,6 +55,8 @@ class PretrainTask(FederatedTask):
         unet = build_unet(self.config.model, out_channels=1)
         hparams = self.config.pretrain.methods.get(self.method_name, {})
         method = self.method_cls(unet, hparams, num_clients=self.num_clients, client_id=client)
+        cfg = self.config.pretrain
+        method.slices_per_round = cfg.local_steps * cfg.volumes_per_batch * cfg.partitions
         return self.device.module(method)
 
     def _optimizer(self, method):
@@ -111,10 +113,9 @@ class PretrainTask(FederatedTask):
             round_index,
             {"method": method.state_dict(), "optimizer": optimizer.state_dict()},
         )
-        slices = cfg.local_steps * cfg.volumes_per_batch * cfg.partitions
         return RoundResult(
             shared={k: v.detach().cpu() for k, v in method.shared_state().items()},
-            num_examples=slices,
+            num_examples=self.fedavg_weight(client),
             metrics={
                 "loss_first": losses[0],
                 "loss_last": losses[-1],
@@ -122,6 +123,13 @@ class PretrainTask(FederatedTask):
             },
             payload=method.outgoing_payload() if self.exchanges else {},
         )
+
+    def fedavg_weight(self, client: int) -> int:
+        """The client's FedAvg weight: under ``examples`` the number of slices it trains on
+        (its pretraining volumes' slices; McMahan et al. 2017), under ``uniform`` 1."""
+        if self.config.pretrain.fedavg_weights == "examples":
+            return int(self.stacks[client].images.shape[0])
+        return 1
 
     def pretrained_parts(self, final: dict) -> list[dict]:
         """Per client, the U-Net parts fine-tuning loads (the same for all clients under FedAvg)."""

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from bench.config import Config, ConfigError, config_hash
 from bench.data import DataBundle
 from bench.datasets.errors import DataError
-from bench.evaluation import dice_per_class, predict_volume
+from bench.evaluation import predict_volume, score_volume
 from bench.federated.engine import run_task
 from bench.finetune import FinetuneTask
 from bench.io import atomic_write_text
@@ -137,7 +137,8 @@ class Runner:
             for method in methods
             for mode in cfg.finetune.modes
             for n in cfg.split.n_values
-            for fold in range(cfg.split.folds)
+            # The split's fold count: the leave-one-out fallback may differ from split.folds.
+            for fold in range(self.bundle.split.folds)
         ]
 
     # -- pretraining ----------------------------------------------------
@@ -237,19 +238,28 @@ class Runner:
             "fold": unit.fold,
             "seed": unit.seed,
             "split_hash": bundle.split.hash,
+            "protocol": bundle.split.protocol,
             "config_hash": config_hash(self.config),
             "preset": self.config.preset,
             "code_version": code_version(),
             "versions": library_versions(),
         }
+        evaluation = self.config.evaluation
         rows = []
         for client, state in enumerate(models):
             model = task.build_model(client)
             model.load_state_dict(state)
-            for volume in bundle.labeled(bundle.split.clients[client].test):
+            test = bundle.split.clients[client].test_patients(unit.fold)
+            for volume in bundle.labeled(test):
                 prediction = predict_volume(model, volume.image, task.device.device)
-                scores = dice_per_class(prediction, volume.label, bundle.num_classes)
-                for class_name, dice in zip(bundle.class_names, scores, strict=False):
+                scores = score_volume(
+                    prediction,
+                    volume,
+                    bundle.num_classes,
+                    native=evaluation.native_dice,
+                    hd95=evaluation.hd95,
+                )
+                for class_name, score in zip(bundle.class_names, scores, strict=True):
                     rows.append(
                         {
                             **metadata,
@@ -257,7 +267,7 @@ class Runner:
                             "patient": volume.patient_id,
                             "phase": volume.phase,
                             "class_name": class_name,
-                            "dice": float(dice),
+                            **score,
                         }
                     )
         return rows

@@ -141,7 +141,7 @@ class TaskFactory:
             / "finetune"
             / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}-fold{unit.fold}",
             labeled=[bundle.labeled(c.labeled_patients(unit.n, unit.fold)) for c in clients],
-            validation=[bundle.labeled(c.val) for c in clients],
+            validation=[bundle.labeled(c.val_patients(unit.n, unit.fold)) for c in clients],
             num_classes=bundle.num_classes,
             init_parts=init_parts,
             spec=self.job_spec("finetune", **unit.as_dict()),

@@ -20,6 +20,7 @@ from bench.io import atomic_write_text
 from .errors import DataError
 from .records import PatientRecord
 
+PROTOCOLS = ("own", "fcl", "chaitanya")
 SCHEMES = ("iid", "group", "dirichlet")
 TEST_MODES = ("auto", "holdout")
 # Chaitanya et al. 2020: fixed ACDC test set, 4 patients per group.
@@ -34,13 +35,20 @@ class SplitError(ValueError):
 
 @dataclass
 class ClientSplit:
-    """One client's patient ids; ``labeled[N][fold]`` is a list of ids."""
+    """One client's patients in each role.
+
+    ``pretrain``: the patients whose volumes it pretrains on (unlabeled);
+    ``labeled[N][fold]``, ``val[N][fold]``: the N labeled patients of a fold and the
+    validation patients that go with them (empty when none is left, e.g. FCL's N = 8);
+    ``test[fold]``: the fold's test patients (the same in every fold under ``own`` and
+    ``chaitanya``, a different block in each under ``fcl``).
+    """
 
     client: int
     pretrain: list[str]
-    val: list[str]
     labeled: dict[int, list[list[str]]]
-    test: list[str]
+    val: dict[int, list[list[str]]]
+    test: list[list[str]]
 
     def labeled_patients(self, n: int, fold: int) -> list[str]:
         """The ``n`` labeled patients of fold ``fold``."""
@@ -53,12 +61,32 @@ class ClientSplit:
                 f"{len(next(iter(self.labeled.values()), []))} folds)"
             ) from None
 
+    def val_patients(self, n: int, fold: int) -> list[str]:
+        """The validation patients of fold ``fold`` at N = ``n`` (possibly none)."""
+        return self.val[int(n)][int(fold)]
+
+    def test_patients(self, fold: int) -> list[str]:
+        return self.test[int(fold)]
+
+    def all_test_patients(self) -> list[str]:
+        """Every patient this client tests on, in any fold."""
+        return sorted({p for fold in self.test for p in fold})
+
+    def roles(self, n: int, fold: int) -> dict[str, list[str]]:
+        """Role -> patients for one (N, fold): pretrain, labeled, val, test."""
+        return {
+            "pretrain": self.pretrain,
+            "labeled": self.labeled_patients(n, fold),
+            "val": self.val_patients(n, fold),
+            "test": self.test_patients(fold),
+        }
+
     def to_dict(self) -> dict:
         return {
             "client": self.client,
             "pretrain": self.pretrain,
-            "val": self.val,
             "labeled": {str(n): folds for n, folds in sorted(self.labeled.items())},
+            "val": {str(n): folds for n, folds in sorted(self.val.items())},
             "test": self.test,
         }
 
@@ -67,9 +95,9 @@ class ClientSplit:
         return cls(
             int(d["client"]),
             list(d["pretrain"]),
-            list(d["val"]),
             {int(n): [list(s) for s in folds] for n, folds in d["labeled"].items()},
-            list(d["test"]),
+            {int(n): [list(s) for s in folds] for n, folds in d["val"].items()},
+            [list(s) for s in d["test"]],
         )
 
 
@@ -102,8 +130,18 @@ class Split:
     def labeled(self, k: int, n: int, fold: int) -> list[str]:
         return self.clients[k].labeled_patients(n, fold)
 
+    @property
+    def protocol(self) -> str:
+        return self.params.get("protocol", "own")
+
+    @property
+    def folds(self) -> int:
+        """Folds per client (the configured count, or the leave-one-out count)."""
+        return int(self.params["folds"])
+
     def test_patients(self) -> list[str]:
-        return sorted(p for c in self.clients for p in c.test)
+        """Every patient tested on, by any client in any fold."""
+        return sorted({p for c in self.clients for p in c.all_test_patients()})
 
     def pretrain_patients(self) -> list[str]:
         return sorted(p for c in self.clients for p in c.pretrain)
@@ -240,10 +278,54 @@ def _labeled_folds(pool: list[str], n: int, folds: int, rng) -> list[list[str]]:
 # ----------------------------------------------------------------------------- API
 
 
+def _validation_after(rest: list[str], n: int, val_per_client: int) -> list[str]:
+    """The last ``val_per_client`` of ``rest`` that are not among its first ``n`` (labeled)."""
+    return sorted(rest[max(n, len(rest) - val_per_client) :])
+
+
+def _kfold_client(
+    k: int, pool: list[str], folds: int, n_values, val_per_client: int, seed: int
+) -> ClientSplit:
+    """Cross-validation within one client: ``folds`` disjoint test blocks covering ``pool``;
+    in each fold the other patients in a seeded order, the first N labeled (nested in N)
+    and the last ``val_per_client`` of those left for validation (none once N takes all).
+    Every patient pretrains (FCL, Wu et al. 2021)."""
+    order = [str(p) for p in np.random.default_rng([seed, 2, k]).permutation(sorted(pool))]
+    blocks = [sorted(b.tolist()) for b in np.array_split(np.array(order), folds)]
+    labeled: dict[int, list[list[str]]] = {n: [] for n in n_values}
+    val: dict[int, list[list[str]]] = {n: [] for n in n_values}
+    for f, block in enumerate(blocks):
+        others = sorted(set(pool) - set(block))
+        rest = [str(p) for p in np.random.default_rng([seed, 3, k, f]).permutation(others)]
+        for n in n_values:
+            if n > len(rest):
+                raise SplitError(
+                    f"client {k}: N={n} exceeds the {len(rest)} patients left after fold "
+                    f"{f}'s test block of {len(block)} ({len(pool)} patients, {folds} folds)"
+                )
+            labeled[n].append(sorted(rest[:n]))
+            val[n].append(_validation_after(rest, n, val_per_client))
+    return ClientSplit(k, sorted(pool), labeled, val, blocks)
+
+
+def _check_common(clients, folds, val_per_client, n_values, test_fraction) -> list[int]:
+    if clients < 1 or folds < 1 or val_per_client < 0 or not 0 < test_fraction < 1:
+        raise SplitError(
+            f"need clients >= 1, folds >= 1, val_per_client >= 0 and "
+            f"0 < test_fraction < 1 (got {clients}, {folds}, {val_per_client}, "
+            f"{test_fraction})"
+        )
+    n_values = sorted({int(n) for n in n_values})
+    if not n_values or n_values[0] < 1:
+        raise SplitError(f"n_values must be positive integers, got {n_values}")
+    return n_values
+
+
 def make_split(
     records: list[PatientRecord],
     *,
     clients: int,
+    protocol: str = "own",
     scheme: str = "iid",
     alpha: float = 0.5,
     n_values=(1, 2, 4, 8),
@@ -254,47 +336,160 @@ def make_split(
     test_ids=None,
     seed: int = 0,
 ) -> Split:
-    """Split training patients over ``clients`` clients and pick each one's subsets.
+    """Split the patients over ``clients`` clients and give each patient its roles.
 
-    ``scheme``: "iid" (seeded shuffle, round robin), "group" (contiguous blocks of
-    patients sorted by pathology group: non-IID) or "dirichlet" (per group,
-    proportions ~ Dir(alpha) over clients). Per client: ``pretrain`` = all its
-    training patients, ``val`` = ``val_per_client`` of them, ``labeled[N][fold]``
-    drawn from the rest, ``test``. With ``test="auto"`` and a labeled testing
-    subset, testing patients are spread over clients like the training ones;
-    otherwise (or ``test="holdout"``) ``test_fraction`` of each client's patients
-    are held out of pretrain/val/labeled. ``test_ids`` fixes the test patients
-    (e.g. ``CHAITANYA_TEST_IDS``), taken out of training and spread likewise.
-    Raises SplitError naming the client when a client is empty or N exceeds its pool.
+    ``protocol`` (docs/PROTOCOL.md): ``own`` (test patients never pretrained on,
+    see ``_own_split``), ``fcl`` (Wu et al. 2021: per client, ``folds``-fold
+    cross-validation over its training patients, all of them pretrained on) or
+    ``chaitanya`` (Chaitanya et al. 2020: one client, the fixed 20 test patients,
+    ``folds`` labeled subsets of N). ``scheme`` says how patients go to clients:
+    "iid" (seeded shuffle, round robin), "group" (contiguous blocks of patients
+    sorted by pathology group: non-IID) or "dirichlet" (per group, proportions
+    ~ Dir(alpha) over clients). Raises SplitError naming the client when a client
+    is empty or N exceeds its pool.
     """
+    if protocol not in PROTOCOLS:
+        raise SplitError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
     if scheme not in SCHEMES:
         raise SplitError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
     if test not in TEST_MODES:
         raise SplitError(f"test must be one of {TEST_MODES}, not {test!r}")
-    if clients < 1 or folds < 1 or val_per_client < 0 or not 0 < test_fraction < 1:
-        raise SplitError(
-            f"need clients >= 1, folds >= 1, val_per_client >= 0 and "
-            f"0 < test_fraction < 1 (got {clients}, {folds}, {val_per_client}, "
-            f"{test_fraction})"
-        )
-    n_values = sorted({int(n) for n in n_values})
-    if not n_values or n_values[0] < 1:
-        raise SplitError(f"n_values must be positive integers, got {n_values}")
+    n_values = _check_common(clients, folds, val_per_client, n_values, test_fraction)
     ids = [r.patient_id for r in records]
     if len(set(ids)) != len(ids):
         raise SplitError("duplicate patient ids in the records")
+    params = {
+        "protocol": protocol,
+        "clients": clients,
+        "scheme": scheme,
+        "alpha": float(alpha),
+        "n_values": n_values,
+        "folds": folds,
+        "val_per_client": val_per_client,
+        "test": test,
+        "test_fraction": float(test_fraction),
+        "seed": int(seed),
+        "layouts": sorted({r.layout for r in records}),
+        "patients": len(records),
+    }
+    if protocol == "fcl":
+        out = _fcl_split(records, clients, scheme, alpha, n_values, folds, val_per_client, seed)
+        params.update(test_mode="kfold", test_in_pretraining=True)
+    elif protocol == "chaitanya":
+        if clients != 1:
+            raise SplitError(f"protocol 'chaitanya' trains one client, not clients={clients}")
+        out = [_chaitanya_client(records, n_values, folds, val_per_client, seed)]
+        params.update(test_mode="fixed", test_in_pretraining=False, test_ids=CHAITANYA_TEST_IDS)
+    else:
+        out, mode, folds = _own_split(
+            records,
+            clients,
+            scheme,
+            alpha,
+            n_values,
+            folds,
+            val_per_client,
+            test,
+            test_fraction,
+            test_ids,
+            seed,
+        )
+        params.update(test_mode=mode, folds=folds, test_in_pretraining=mode == "leave_one_out")
+        if test_ids is not None:
+            params["test_ids"] = sorted(set(test_ids))
+    return Split(params, out)
+
+
+def _check_test_ids(test_ids, by_id) -> list[str]:
+    test_ids = sorted(set(test_ids))
+    unknown = [p for p in test_ids if p not in by_id]
+    if unknown:
+        raise SplitError(
+            f"test patients not among the records: {', '.join(unknown[:5])}"
+            + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        )
+    unlabeled = [p for p in test_ids if not by_id[p].labeled]
+    if unlabeled:
+        raise SplitError(f"test patients without labels: {', '.join(unlabeled[:5])}")
+    return test_ids
+
+
+def _fcl_split(records, clients, scheme, alpha, n_values, folds, val_per_client, seed):
+    """Wu et al. 2021: the training patients over the clients (ACDC: 10 x 10), then per
+    client ``folds``-fold cross-validation (5 folds of 2 test patients). The testing
+    subset takes no part."""
+    train = [r.patient_id for r in records if r.subset == "training"]
+    unlabeled = [r.patient_id for r in records if r.subset == "training" and not r.labeled]
+    if unlabeled:
+        raise SplitError(
+            f"protocol 'fcl' tests on every training patient; {unlabeled[0]} "
+            f"and {len(unlabeled) - 1} more have no labels"
+        )
+    groups = {r.patient_id: r.group for r in records}
+    need = (folds, folds + n_values[-1])
+    assigned = _assign(
+        train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]), need
+    )
+    out = []
+    for k, pool in enumerate(assigned):
+        if len(pool) < folds:
+            raise SplitError(
+                f"client {k} gets {len(pool)} patients, fewer than the {folds} folds of "
+                f"protocol 'fcl' ({len(train)} training patients, {clients} clients)"
+            )
+        out.append(_kfold_client(k, pool, folds, n_values, val_per_client, seed))
+    return out
+
+
+def _chaitanya_client(records, n_values, folds, val_per_client, seed) -> ClientSplit:
+    """Chaitanya et al. 2020: the fixed 20 test patients; the other training patients
+    pretrain, give ``val_per_client`` validation patients and ``folds`` labeled subsets."""
+    by_id = {r.patient_id: r for r in records}
+    test_ids = _check_test_ids(CHAITANYA_TEST_IDS, by_id)
+    pool = sorted(
+        r.patient_id for r in records if r.subset == "training" and r.patient_id not in test_ids
+    )
+    order = [str(p) for p in np.random.default_rng([seed, 2, 0]).permutation(pool)]
+    val, lab_pool = sorted(order[:val_per_client]), sorted(order[val_per_client:])
+    labeled = {}
+    for n in n_values:
+        if n > len(lab_pool):
+            raise SplitError(
+                f"client 0: N={n} exceeds its labeled pool of {len(lab_pool)} patients"
+            )
+        labeled[n] = _labeled_folds(lab_pool, n, folds, np.random.default_rng([seed, 3, 0, n]))
+    return ClientSplit(
+        0, pool, labeled, {n: [val] * folds for n in n_values}, [list(test_ids)] * folds
+    )
+
+
+def _own_split(
+    records,
+    clients,
+    scheme,
+    alpha,
+    n_values,
+    folds,
+    val_per_client,
+    test,
+    test_fraction,
+    test_ids,
+    seed,
+):
+    """Per client: pretrain = its training patients, val = ``val_per_client`` of them,
+    ``labeled[N][fold]`` drawn from the rest, test = patients never pretrained on. With
+    ``test="auto"`` and a labeled testing subset, testing patients are spread over clients
+    like the training ones; otherwise (or ``test="holdout"``) ``test_fraction`` of each
+    client's patients are held out of pretrain/val/labeled. ``test_ids`` fixes the test
+    patients, taken out of training and spread likewise. A held-out scheme that leaves a
+    client too few patients (HVSMR's 10 labeled volumes) falls back to leave-one-out
+    cross-validation within each client. Returns (clients, test mode, folds)."""
     groups = {r.patient_id: r.group for r in records}
     by_id = {r.patient_id: r for r in records}
     train = [r.patient_id for r in records if r.subset == "training"]
     testing = [r for r in records if r.subset == "testing"]
     if test_ids is not None:
-        test_ids = sorted(set(test_ids))
-        unknown = [p for p in test_ids if p not in by_id]
-        if unknown:
-            raise SplitError(f"test_ids not among the records: {', '.join(unknown[:5])}")
-        unlabeled = [p for p in test_ids if not by_id[p].labeled]
-        if unlabeled:
-            raise SplitError(f"test_ids without labels: {', '.join(unlabeled[:5])}")
+        test_ids = _check_test_ids(test_ids, by_id)
         mode, test_pool = "fixed", test_ids
         train = [p for p in train if p not in set(test_ids)]
     elif test == "auto" and testing and all(r.labeled for r in testing):
@@ -308,17 +503,22 @@ def make_split(
     assigned = _assign(
         train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]), need
     )
-    test_assigned = (
-        _assign_like(test_pool, groups, assigned, scheme, np.random.default_rng([seed, 1]))
-        if test_pool
-        else None
-    )
     for k, pool in enumerate(assigned):
         if not pool:
             raise SplitError(
                 f"client {k} gets no training patients ({len(train)} patients, "
                 f"{clients} clients, scheme {scheme!r}); use fewer clients"
             )
+    if mode == "holdout" and any(
+        len(pool) - max(1, round(test_fraction * len(pool))) < val_per_client + n_values[-1]
+        for pool in assigned
+    ):
+        return _leave_one_out(assigned, n_values, val_per_client, seed)
+    test_assigned = (
+        _assign_like(test_pool, groups, assigned, scheme, np.random.default_rng([seed, 1]))
+        if test_pool
+        else None
+    )
     out = []
     for k, pool in enumerate(assigned):
         perm = [str(p) for p in np.random.default_rng([seed, 2, k]).permutation(pool)]
@@ -347,21 +547,34 @@ def make_split(
                     f"{val_per_client} val, {len(pool) - len(perm)} test)"
                 )
             labeled[n] = _labeled_folds(lab_pool, n, folds, np.random.default_rng([seed, 3, k, n]))
-        out.append(ClientSplit(k, sorted(perm), val, labeled, client_test))
-    params = {
-        "clients": clients,
-        "scheme": scheme,
-        "alpha": float(alpha),
-        "n_values": n_values,
-        "folds": folds,
-        "val_per_client": val_per_client,
-        "test": test,
-        "test_mode": mode,
-        "test_fraction": float(test_fraction),
-        "seed": int(seed),
-        "layouts": sorted({r.layout for r in records}),
-        "patients": len(records),
-    }
-    if test_ids is not None:
-        params["test_ids"] = test_ids
-    return Split(params, out)
+        out.append(
+            ClientSplit(
+                k,
+                sorted(perm),
+                labeled,
+                {n: [val] * folds for n in n_values},
+                [client_test] * folds,
+            )
+        )
+    return out, mode, folds
+
+
+def _leave_one_out(assigned, n_values, val_per_client, seed):
+    """Leave-one-out within each client: fold f tests one patient, N labeled from the others
+    and validation from those left. Folds: the smallest client's patient count."""
+    folds = min(len(pool) for pool in assigned)
+    if folds < 2:
+        raise SplitError(
+            f"too few patients for a held-out test set or leave-one-out: the smallest "
+            f"client has {folds} (N up to {n_values[-1]}, val_per_client={val_per_client}); "
+            "use fewer clients"
+        )
+    out = []
+    for k, pool in enumerate(assigned):
+        # A client with more patients than ``folds`` tests on ``folds`` of them.
+        client = _kfold_client(k, pool, len(pool), n_values, val_per_client, seed)
+        client.labeled = {n: f[:folds] for n, f in client.labeled.items()}
+        client.val = {n: f[:folds] for n, f in client.val.items()}
+        client.test = client.test[:folds]
+        out.append(client)
+    return out, "leave_one_out", folds

@@ -51,6 +51,9 @@ class PretrainMethod(nn.Module):
     shared_doc: ClassVar[str] = "all parameters"
     local_doc: ClassVar[str] = "optimiser state"
     needs_pretraining: ClassVar[bool] = True
+    # Slices a client draws in one round (local steps x slices per step), set by the
+    # pretraining task; None when unknown (tests). FCL sizes its bank refresh by it.
+    slices_per_round: int | None = None
 
     def __init__(self, unet: UNet2D, hparams: dict, *, num_clients: int = 1, client_id: int = 0):
         super().__init__()

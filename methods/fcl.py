@@ -19,18 +19,23 @@ Loss for a query q (main-encoder feature of an augmented slice), Wu et al.
   and remote banks together;
 - Lambda(q) = {p in Q' : partition(p) = partition(q)}: the bank positives;
 - P(q): the local positives, momentum features of the other view of the
-  current batch's slices of q's partition (the other view of q's own slice and
-  the same partition of the other volumes in the batch);
-- N(q) = {n in Q' : partition(n) != partition(q)}: the paper writes the
-  denominator's sum over Q'; since positives are the same partition and
-  negatives "the other partitions", the sum here runs over the entries of Q'
-  of other partitions only (Q' entries of q's partition are positives, never
-  negatives).
+  current batch's slices of q's partition: the same partition of the other
+  volumes in the batch, and, with ``own_view_positive``, the other view of q's
+  own slice;
+- N(q): the denominator's sum. ``negatives: all_sampled`` (default) sums over
+  all of Q', as the paper writes it (the entries of q's partition included);
+  ``other_partitions`` sums over the entries of Q' of other partitions only
+  (negatives "are the other partitions").
 
-All features are L2-normalised. A query whose Lambda(q) is empty (no
-same-partition entry was drawn) contributes 0 to the first term. While both
-banks are empty (the very first step) Q' falls back to the current batch's
-momentum features, so that the first term equals the second.
+The defaults follow the formula as written (docs/PROTOCOL.md): all of Q' in the
+denominator, and P(q) without q's own other view (the paper's local positives
+are the other slices of q's partition). All features are L2-normalised. A query
+whose Lambda(q) or P(q) is empty contributes 0 to that term. While both banks
+are empty (the very first step) Q' falls back to the current batch's momentum
+features. With ``empty_bank_each_round`` the local bank is emptied at the start
+of a round whenever a round's slices do not refill it (local steps x slices per
+step < bank_size), so that only this round's features are sampled and sent
+(the paper: "banks are refreshed every round").
 
 Local CL (``methods/local_cl.py``) is this class without exchange or FedAvg.
 """
@@ -49,6 +54,8 @@ from bench.methods._contrastive import positive_set_loss
 from bench.methods._momentum import MomentumMethod
 from bench.registry import register_method
 
+NEGATIVES = ("all_sampled", "other_partitions")
+
 
 def fcl_loss(
     queries: torch.Tensor,
@@ -58,20 +65,36 @@ def fcl_loss(
     sampled: torch.Tensor,
     sampled_partitions: torch.Tensor,
     temperature: float,
+    *,
+    negatives: str = "all_sampled",
+    own_view_positive: bool = False,
 ) -> dict[str, torch.Tensor]:
     """FCL's loss (Wu et al. 2021, Eq. 1-2) for L2-normalised features.
 
-    queries (N, D): main-encoder features q; keys (M, D): the current batch's
+    queries (N, D): main-encoder features q; keys (M >= N, D): the current batch's
     momentum features, the candidates for the local positives P(q) (those of
-    q's partition); sampled (K, D): Q', drawn from the memory banks.
+    q's partition), ``keys[i]`` being the other view of ``queries[i]``'s slice;
+    sampled (K, D): Q', drawn from the memory banks. ``negatives``:
+    "all_sampled" (the denominator sums over all of Q') or "other_partitions";
+    ``own_view_positive``: whether ``keys[i]`` is in P(queries[i]).
     Returns the mean over queries of ``l(q, Lambda(q), Q') + l(q, P(q), Q')``
     as ``loss`` and the two terms (``bank`` and ``local``) separately.
     """
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives: unknown {negatives!r}; expected one of {NEGATIVES}")
     bank_logits = queries @ sampled.T / temperature
     same_in_bank = query_partitions[:, None] == sampled_partitions[None, :]  # Lambda(q)
-    negatives = ~same_in_bank  # N(q): the other partitions in Q'
+    if negatives == "all_sampled":
+        negatives = torch.ones_like(same_in_bank)  # N(q) = Q', as the paper writes the sum
+    else:
+        negatives = ~same_in_bank  # the other partitions in Q'
     key_logits = queries @ keys.T / temperature
     same_in_batch = query_partitions[:, None] == key_partitions[None, :]  # P(q)
+    if not own_view_positive:
+        n = queries.shape[0]
+        own = torch.zeros_like(same_in_batch)
+        own[torch.arange(n), torch.arange(n)] = True
+        same_in_batch = same_in_batch & ~own
     bank_term = positive_set_loss(bank_logits, same_in_bank, bank_logits, negatives)
     local_term = positive_set_loss(key_logits, same_in_batch, bank_logits, negatives)
     return {
@@ -95,6 +118,9 @@ class FCL(MomentumMethod):
         "momentum": 0.99,
         "hidden_dim": 512,
         "projection_dim": 128,
+        "negatives": "all_sampled",
+        "own_view_positive": False,
+        "empty_bank_each_round": True,
     }
     sources: ClassVar[dict[str, str]] = {
         "temperature": "choice: 0.1, unstated in FCL; the value of Chaitanya et al. 2020 and of "
@@ -110,6 +136,12 @@ class FCL(MomentumMethod):
             "choice: 512, MoCo v2's 2-layer MLP head scaled to the 128-d U-Net bottleneck"
         ),
         "projection_dim": "128, MoCo v2 / SimCLR; unstated in FCL",
+        "negatives": "all_sampled: the denominator sums over all of Q', as Wu et al. 2021 write "
+        "Eq. 1; other_partitions: over Q' entries of other partitions only",
+        "own_view_positive": "false: P(q) holds the other slices of q's partition, as written; "
+        "true also counts the other view of q's own slice",
+        "empty_bank_each_round": "true: the local bank is emptied at the start of a round when "
+        "local steps x slices per step < bank_size (Wu et al.: banks refreshed every round)",
     }
     federation = "fedavg"
     pretrained_parts = ("encoder",)
@@ -122,6 +154,10 @@ class FCL(MomentumMethod):
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)
         hp = self.hparams
+        if hp["negatives"] not in NEGATIVES:
+            raise ValueError(
+                f"method {self.name}: negatives={hp['negatives']!r}; expected one of {NEGATIVES}"
+            )
         dim = hp["projection_dim"]
         self.projection = MoCoProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], dim)
         # The momentum encoder and head: an EMA of the main networks, never sent.
@@ -149,7 +185,20 @@ class FCL(MomentumMethod):
     def _key(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.momentum_projection(self.momentum_encoder.embed(images)), dim=1)
 
+    def begin_round(self, round_index: int, num_rounds: int) -> None:
+        super().begin_round(round_index, num_rounds)  # the momentum networks' schedule
+        if self.bank_is_stale_at_round_start():
+            self.bank_count.zero_()
+            self.bank_pointer.zero_()
+
     # -- memory banks ---------------------------------------------------
+    def bank_is_stale_at_round_start(self) -> bool:
+        """Whether a round's slices would leave older features in the local bank (and so in
+        what it samples and sends), and the option says to empty it."""
+        if not self.hparams["empty_bank_each_round"] or self.slices_per_round is None:
+            return False
+        return self.slices_per_round < self.bank_features.shape[0]
+
     def bank_contents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Valid features and partitions of the local and remote banks, concatenated."""
         n_local, n_remote = int(self.bank_count), int(self.remote_count)
@@ -197,8 +246,12 @@ class FCL(MomentumMethod):
         with torch.autocast(device_type=images.device.type, enabled=False):
             q_a, q_b, k_a, k_b = q_a.float(), q_b.float(), k_a.float(), k_b.float()
             sampled_a, sampled_b = sampled_a.float(), sampled_b.float()
-            out_a = fcl_loss(q_a, partitions, k_b, partitions, sampled_a, parts_a, tau)
-            out_b = fcl_loss(q_b, partitions, k_a, partitions, sampled_b, parts_b, tau)
+            variant = {
+                "negatives": self.hparams["negatives"],
+                "own_view_positive": self.hparams["own_view_positive"],
+            }
+            out_a = fcl_loss(q_a, partitions, k_b, partitions, sampled_a, parts_a, tau, **variant)
+            out_b = fcl_loss(q_b, partitions, k_a, partitions, sampled_b, parts_b, tau, **variant)
         self.enqueue(k_a, partitions)
         return {
             "loss": 0.5 * (out_a["loss"] + out_b["loss"]),

@@ -43,10 +43,11 @@ def find_models(run_dir: Path) -> dict[tuple[str, int], dict[str, Path]]:
 
 
 def pick_slices(bundle, n_slices: int = 3) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
-    """(patient, where, image, label) 2D slices of client 0's test volumes, one per patient
-    (distinct patients, never the same one twice): the slice with the largest labelled area."""
+    """(patient, where, image, label) 2D slices of client 0's test volumes (those of fold 0), one
+    per patient (distinct patients, never the same one twice): the slice with the largest
+    labelled area."""
     picked = []
-    for patient in sorted(bundle.split.clients[0].test):
+    for patient in sorted(bundle.split.clients[0].test_patients(0)):
         for volume in bundle.volumes[patient]:
             if volume.label is None:
                 continue

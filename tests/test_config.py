@@ -132,3 +132,19 @@ def test_a_bad_value_is_one_line_naming_the_option(override, message):
 def test_an_integer_is_accepted_as_a_number_and_kept_as_written():
     config = load_config("tiny", ["finetune.lr=1"])
     assert config.finetune.lr == 1 and type(config.finetune.lr) is int
+
+
+def test_protocol_settings_sit_above_the_preset_and_below_set():
+    own = load_config("tiny")
+    assert own["split"]["protocol"] == "own" and own["split"]["clients"] == 2
+    chaitanya = load_config("tiny", ["split.protocol=chaitanya"])
+    assert chaitanya["split"]["clients"] == 1 and chaitanya["split"]["folds"] == 5
+    assert chaitanya["data"]["phases"] == ["ED"] and chaitanya["data"]["preprocess"]["n4"]
+    assert chaitanya["evaluation"]["native_dice"] and chaitanya["finetune"]["modes"] == ["local"]
+    assert not load_config("tiny", ["split.protocol=chaitanya", "data.preprocess.n4=false"])[
+        "data"
+    ]["preprocess"]["n4"]
+    assert load_config("tiny", ["split.protocol=fcl"])["split"]["folds"] == 5
+    assert load_config("paper")["split"]["protocol"] == "fcl"
+    with pytest.raises(ConfigError, match="split.protocol='paper'"):
+        load_config(None, ["split.protocol=paper"])

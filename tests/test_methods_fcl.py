@@ -56,7 +56,17 @@ def test_loss_terms_equal_explicit_loops():
     queries, q_parts = _unit(6, 5, 0), torch.tensor([0, 1, 2, 0, 1, 3])
     keys, k_parts = _unit(6, 5, 1), torch.tensor([0, 1, 2, 0, 1, 2])
     bank, b_parts = _unit(10, 5, 2), torch.tensor([0, 0, 1, 2, 2, 2, 1, 0, 2, 1])
-    out = fcl_loss(queries, q_parts, keys, k_parts, bank, b_parts, tau)
+    out = fcl_loss(
+        queries,
+        q_parts,
+        keys,
+        k_parts,
+        bank,
+        b_parts,
+        tau,
+        negatives="other_partitions",
+        own_view_positive=True,
+    )
 
     bank_terms, local_terms = [], []
     for i in range(6):
@@ -72,6 +82,69 @@ def test_loss_terms_equal_explicit_loops():
     assert float(out["local"]) == pytest.approx(np.mean(local_terms), rel=1e-5)
     expected = np.mean([b + loc for b, loc in zip(bank_terms, local_terms, strict=False)])
     assert float(out["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def _variant_value(negatives: str, own_view_positive: bool) -> float:
+    """By hand, tau = 1, one query q = (1, 0) of partition 0. Q' (4 features): a = (1, 0) and
+    d = (0.6, 0.8) of partition 0, b = (0, 1) and c = (-1, 0) of partition 1, so q.a = 1,
+    q.d = 0.6, q.b = 0, q.c = -1 and Lambda(q) = {a, d}. Batch keys: k0 = (0.8, 0.6), the
+    other view of q's slice (q.k0 = 0.8); k1 = (0, 1) of partition 0 (q.k1 = 0); k2 of
+    partition 1 (never a positive)."""
+    e = math.exp
+    if negatives == "all_sampled":
+        s = e(1) + e(0.6) + e(0) + e(-1)
+    else:
+        s = e(0) + e(-1)
+    bank = -0.5 * (math.log(e(1) / (e(1) + s)) + math.log(e(0.6) / (e(0.6) + s)))
+    if own_view_positive:
+        local = -0.5 * (math.log(e(0.8) / (e(0.8) + s)) + math.log(1 / (1 + s)))
+    else:
+        local = -math.log(1 / (1 + s))
+    return bank + local
+
+
+@pytest.mark.parametrize("negatives", ["all_sampled", "other_partitions"])
+@pytest.mark.parametrize("own_view_positive", [False, True])
+def test_each_variant_equals_a_hand_computed_value_on_four_features(negatives, own_view_positive):
+    t = torch.tensor
+    query, query_parts = t([[1.0, 0.0]]), t([0])
+    keys, key_parts = t([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]]), t([0, 0, 1])
+    sampled = t([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]])
+    sampled_parts = t([0, 1, 1, 0])
+    out = fcl_loss(
+        query,
+        query_parts,
+        keys,
+        key_parts,
+        sampled,
+        sampled_parts,
+        1.0,
+        negatives=negatives,
+        own_view_positive=own_view_positive,
+    )
+    assert float(out["loss"]) == pytest.approx(_variant_value(negatives, own_view_positive))
+    assert FCL.defaults["negatives"] == "all_sampled" and not FCL.defaults["own_view_positive"]
+
+
+def test_local_bank_is_emptied_at_round_start_only_when_a_round_does_not_refill_it():
+    method = _method()  # bank_size 16, 8 slices per step
+    method.begin_round(0, 3)
+    method.training_step(_batch(), torch.Generator().manual_seed(0))
+    assert int(method.bank_count) == 8
+    method.begin_round(1, 3)  # unknown round size: kept
+    assert int(method.bank_count) == 8
+    method.slices_per_round = 16  # a round refills the whole bank: nothing stale to remove
+    method.begin_round(1, 3)
+    assert int(method.bank_count) == 8
+    method.slices_per_round = 8  # a round leaves 8 old features: emptied
+    method.begin_round(1, 3)
+    assert int(method.bank_count) == 0 and int(method.bank_pointer) == 0
+    kept = _method(empty_bank_each_round=False)
+    kept.slices_per_round = 8
+    kept.begin_round(0, 3)
+    kept.training_step(_batch(), torch.Generator().manual_seed(0))
+    kept.begin_round(1, 3)
+    assert int(kept.bank_count) == 8
 
 
 def test_training_step_uses_the_sampled_bank_and_fills_the_local_bank():

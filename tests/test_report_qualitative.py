@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 from bench.backbone import build_unet
+from bench.datasets.splits import ClientSplit
 from bench.reports.figures import save
 from bench.reports.qualitative import find_models, qualitative_figures
 from bench.weights import FORMAT, save_weights
@@ -32,7 +33,7 @@ def fake_bundle(size=32):
         volumes[patient] = [
             SimpleNamespace(patient_id=patient, phase="ED", image=image, label=label)
         ]
-    split = SimpleNamespace(clients=[SimpleNamespace(test=["patient002", "patient001"])])
+    split = SimpleNamespace(clients=[ClientSplit(0, [], {}, {}, [["patient002", "patient001"]])])
     return SimpleNamespace(
         volumes=volumes, split=split, num_classes=4, class_names=("RV", "Myo", "LV")
     )
@@ -135,7 +136,7 @@ def test_slices_are_distinct_patients():
         ("patient001", "ED z=2"),
         ("patient002", "ED z=2"),
     ]  # two patients: two rows, never a patient twice
-    bundle.split.clients[0].test = ["patient001"]
+    bundle.split.clients[0].test = [["patient001"]]
     assert len(pick_slices(bundle, n_slices=3)) == 1
 
 

@@ -54,7 +54,13 @@ class PretrainTask(FederatedTask):
         torch.manual_seed(derive_seed(self.seed, "init"))
         unet = build_unet(self.config.model, out_channels=1)
         hparams = self.config.pretrain.methods.get(self.method_name, {})
-        method = self.method_cls(unet, hparams, num_clients=self.num_clients, client_id=client)
+        method = self.method_cls(
+            unet,
+            hparams,
+            num_clients=self.num_clients,
+            client_id=client,
+            image_size=self.config.data.preprocess.size,
+        )
         cfg = self.config.pretrain
         method.slices_per_round = cfg.local_steps * cfg.volumes_per_batch * cfg.partitions
         return self.device.module(method)

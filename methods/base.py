@@ -55,7 +55,15 @@ class PretrainMethod(nn.Module):
     # pretraining task; None when unknown (tests). FCL sizes its bank refresh by it.
     slices_per_round: int | None = None
 
-    def __init__(self, unet: UNet2D, hparams: dict, *, num_clients: int = 1, client_id: int = 0):
+    def __init__(
+        self,
+        unet: UNet2D,
+        hparams: dict,
+        *,
+        num_clients: int = 1,
+        client_id: int = 0,
+        image_size: int | None = None,
+    ):
         super().__init__()
         unknown = set(hparams) - set(self.defaults)
         if unknown:
@@ -67,6 +75,7 @@ class PretrainMethod(nn.Module):
         self.hparams = {**self.defaults, **hparams}
         self.num_clients = num_clients
         self.client_id = client_id
+        self.image_size = image_size  # side of the square input slices, when a head needs it
         self.round_index = 0
         self.num_rounds = 1
 

@@ -56,18 +56,20 @@ from bench.methods.base import PretrainMethod
 from bench.registry import register_method
 
 GLOBAL_STRATEGIES = ("GR", "GD-", "GD")
+G1_INPUTS = ("pooled", "flattened")
 LOCAL_STRATEGIES = ("LR", "LD")
 REGION_SIZE = 3
 
 
 def global_masks(
-    partitions: torch.Tensor, volumes: torch.Tensor, strategy: str
+    partitions: torch.Tensor, volumes: torch.Tensor, strategy: str, copies: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive and negative masks over the 2B embeddings of a two-view batch.
+    """Positive and negative masks over the ``copies`` x B embeddings of a batch.
 
-    Embedding ``i`` and ``i + B`` are the two views of slice ``i`` (partition
-    ``partitions[i]`` of volume ``volumes[i]``). Returns (pos, neg), both
-    (2B, 2B) bool, row = anchor: Chaitanya et al. 2020, Sec. 3.1, G^R / G^D- / G^D.
+    Embeddings ``i``, ``i + B``, ... are the copies (views) of slice ``i``
+    (partition ``partitions[i]`` of volume ``volumes[i]``); every other copy of
+    the same slice is a positive. Returns (pos, neg), both (cB, cB) bool, row =
+    anchor: Chaitanya et al. 2020, Sec. 3.1, G^R / G^D- / G^D.
     A same-partition slice of the anchor's own volume (a volume drawn twice)
     is neither positive nor negative under G^D- and G^D.
     """
@@ -77,9 +79,9 @@ def global_masks(
         )
     n = partitions.shape[0]
     device = partitions.device
-    slice_id = torch.arange(n, device=device).repeat(2)
-    part, vol = partitions.repeat(2), volumes.to(device).repeat(2)
-    not_self = ~torch.eye(2 * n, dtype=torch.bool, device=device)
+    slice_id = torch.arange(n, device=device).repeat(copies)
+    part, vol = partitions.repeat(copies), volumes.to(device).repeat(copies)
+    not_self = ~torch.eye(copies * n, dtype=torch.bool, device=device)
     same_slice = (slice_id[:, None] == slice_id[None, :]) & not_self
     same_part = part[:, None] == part[None, :]
     other_volume = vol[:, None] != vol[None, :]
@@ -96,12 +98,13 @@ def global_contrastive_loss(
     volumes: torch.Tensor,
     strategy: str,
     temperature: float,
+    copies: int = 2,
 ) -> torch.Tensor:
-    """L_g of Chaitanya et al. 2020, Eq. 1-2, for embeddings z (2B, D) ordered as in
+    """L_g of Chaitanya et al. 2020, Eq. 1-2, for embeddings z (cB, D) ordered as in
     ``global_masks``."""
     z = F.normalize(z, dim=1)
     logits = z @ z.T / temperature
-    pos, neg = global_masks(partitions, volumes, strategy)
+    pos, neg = global_masks(partitions, volumes, strategy, copies)
     return pair_mean_loss(logits, pos, logits, neg)
 
 
@@ -183,15 +186,21 @@ class GlobalLocalContrastive(PretrainMethod):
         "num_regions": 13,
         "num_negatives": 5,
         "region_dim": 128,
+        "g1_input": "pooled",
+        "gd_minus_unaugmented_copy": False,
     }
     sources: ClassVar[dict[str, str]] = {
         "global_strategy": "GD, the best ACDC encoder strategy of Chaitanya et al. 2020",
         "local_strategy": "LR, the best ACDC decoder strategy of Chaitanya et al. 2020 (G^D + L^R)",
         "temperature": "0.1, Chaitanya et al. 2020 (official --temp_fac 0.1)",
         "local_temperature": "0.1, the official code uses the same --temp_fac for the local stage",
-        "hidden_dim": "1024, g1 of Chaitanya et al. (dense 1024 -> 128); its input here is the "
-        "average-pooled bottleneck (128-d) rather than the flattened map, so the head does not "
-        "depend on the image size",
+        "hidden_dim": "1024, g1 of Chaitanya et al. (dense 1024 -> 128)",
+        "g1_input": "choice: pooled, the average-pooled bottleneck (128-d), so that the head does "
+        "not depend on the image size; flattened, the whole bottleneck map flattened, as the "
+        "official code (6 x 6 x 128 at 192 x 192)",
+        "gd_minus_unaugmented_copy": "choice: false, two augmented views per slice as in G^R and "
+        "G^D; true adds the official code's third, unaugmented copy of each slice to G^D-'s "
+        "batch (every pair of copies of a slice is positive)",
         "projection_dim": "128, Chaitanya et al. 2020",
         "global_fraction": "choice: half of the rounds for the global stage, the rest for the "
         "local "
@@ -230,9 +239,11 @@ class GlobalLocalContrastive(PretrainMethod):
         self.decoder_blocks = min(int(hp["decoder_blocks"]), len(unet.decoder.ups))
         if not 0.0 <= hp["global_fraction"] <= 1.0:
             raise ValueError(f"global_fraction: {hp['global_fraction']} not in [0, 1]")
+        if hp["g1_input"] not in G1_INPUTS:
+            raise ValueError(f"g1_input: unknown {hp['g1_input']!r}; expected one of {G1_INPUTS}")
         # g1: dense layers without bias, as in the official code.
         self.global_head = nn.Sequential(
-            nn.Linear(unet.encoder.out_dim, hp["hidden_dim"], bias=False),
+            nn.Linear(self.g1_in_features(unet), hp["hidden_dim"], bias=False),
             nn.ReLU(inplace=True),
             nn.Linear(hp["hidden_dim"], hp["projection_dim"], bias=False),
         )
@@ -249,6 +260,20 @@ class GlobalLocalContrastive(PretrainMethod):
         # train: the engine builds the optimiser between construction and begin_round, so it holds
         # all of them in every round (frozen ones get no gradient and Adam skips them).
         self.stage = "global" if hp["global_fraction"] > 0 else "local"
+
+    def g1_in_features(self, unet) -> int:
+        if self.hparams["g1_input"] == "pooled":
+            return unet.encoder.out_dim
+        if self.image_size is None:
+            raise ValueError("g1_input: flattened needs the image size (data.preprocess.size)")
+        side = self.image_size // 2 ** (len(unet.encoder.widths) - 1)
+        return unet.encoder.out_dim * side * side
+
+    def g1_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's output that g1 embeds: the pooled or the flattened bottleneck."""
+        if self.hparams["g1_input"] == "pooled":
+            return self.unet.encoder.embed(images)
+        return self.unet.encoder(images)[-1].flatten(1)
 
     # -- stages ---------------------------------------------------------
     def global_rounds(self, num_rounds: int) -> int:
@@ -288,15 +313,20 @@ class GlobalLocalContrastive(PretrainMethod):
         self.unet.encoder.train(self.training)
         view_a, _ = random_view(images, generator)
         view_b, _ = random_view(images, generator)
-        z = self.global_head(self.unet.encoder.embed(torch.cat([view_a, view_b])))
+        strategy = self.hparams["global_strategy"]
+        copies = [view_a, view_b]
+        if strategy == "GD-" and self.hparams["gd_minus_unaugmented_copy"]:
+            copies.append(images)
+        z = self.global_head(self.g1_input(torch.cat(copies)))
         partitions = batch["partition"].to(images.device)
         with torch.autocast(device_type=images.device.type, enabled=False):  # float32 loss
             return global_contrastive_loss(
                 z.float(),
                 partitions,
                 batch["volume"],
-                self.hparams["global_strategy"],
+                strategy,
                 self.hparams["temperature"],
+                copies=len(copies),
             )
 
     def local_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -220,3 +220,46 @@ def test_engine_order_optimiser_built_before_begin_round_trains_each_stage():
     # round).
     fresh = _method(decoder_blocks=2)
     torch.optim.Adam(fresh.optimizer_parameters(), lr=1e-2).load_state_dict(optimizer.state_dict())
+
+
+def test_gd_minus_third_unaugmented_copy_pairs_every_copy_of_a_slice():
+    pos, neg = global_masks(PARTITIONS, VOLUMES, "GD-", copies=3)
+    assert pos.shape == (3 * B, 3 * B)
+    for a in range(3 * B):
+        for b in range(3 * B):
+            sa, sb = a % B, b % B
+            same_slice = a != b and sa == sb
+            assert bool(pos[a, b]) == same_slice
+            assert bool(neg[a, b]) == (int(PARTITIONS[sa]) != int(PARTITIONS[sb]))
+    tau = 0.1
+    z = torch.randn(3 * B, 6, generator=torch.Generator().manual_seed(2))
+    loss = float(global_contrastive_loss(z, PARTITIONS, VOLUMES, "GD-", tau, copies=3))
+    zn = F.normalize(z, dim=1)
+    terms = []
+    for a, b in pos.nonzero().tolist():
+        num = math.exp(float(zn[a] @ zn[b]) / tau)
+        den = num + sum(
+            math.exp(float(zn[a] @ zn[n]) / tau)
+            for n in range(3 * B)
+            if int(PARTITIONS[a % B]) != int(PARTITIONS[n % B])
+        )
+        terms.append(-math.log(num / den))
+    assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_g1_options_flattened_bottleneck_and_third_copy_train():
+    torch.manual_seed(0)
+    hp = {"hidden_dim": 32, "projection_dim": 8, "region_dim": 8, "global_strategy": "GD-"}
+    flat = GlobalLocalContrastive(
+        UNet2D(widths=(4, 8, 16, 16)),
+        {**hp, "g1_input": "flattened", "gd_minus_unaugmented_copy": True},
+        image_size=32,
+    )
+    assert flat.global_head[0].in_features == 16 * 4 * 4  # 32 / 2**3 = 4 per side
+    flat.begin_round(0, 2)
+    loss = flat.training_step(_batch(), torch.Generator().manual_seed(0))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and flat.global_head[0].weight.grad is not None
+    assert _method().global_head[0].in_features == 16  # pooled: the bottleneck's channels
+    with pytest.raises(ValueError, match="needs the image size"):
+        _method(g1_input="flattened")

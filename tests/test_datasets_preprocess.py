@@ -172,3 +172,22 @@ def test_process_pool_matches_serial(tmp_path):
         assert np.array_equal(serial[pid][0].image, pooled[pid][0].image)
         assert np.array_equal(serial[pid][0].label, pooled[pid][0].label)
         assert set(np.unique(serial[pid][0].label)) <= {0, 1, 2}
+
+
+def test_n4_removes_a_smooth_bias_field_and_is_part_of_the_cache_key():
+    from bench.datasets.preprocess import n4_correct
+
+    z, h, w = 4, 48, 48
+    yy, xx = np.mgrid[0:h, 0:w] / h
+    disc = ((yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.16).astype(np.float32)
+    tissue = np.repeat((100 * disc + 5)[None], z, axis=0)
+    bias = np.exp(0.6 * (xx - 0.5) + 0.4 * (yy - 0.5)).astype(np.float32)  # a smooth field
+    biased = tissue * bias[None]
+    corrected = n4_correct(biased, (8.0, 1.5, 1.5))
+    inside = np.repeat(disc[None] > 0, z, axis=0)
+
+    def spread(a):  # coefficient of variation over the homogeneous disc
+        return float(a[inside].std() / a[inside].mean())
+
+    assert spread(corrected) < 0.5 * spread(biased)
+    assert PreprocessSettings(n4=True).fingerprint() != PreprocessSettings().fingerprint()

@@ -81,10 +81,10 @@ def main() -> None:
     parser.add_argument("run_dirs", nargs="*", type=Path)
     args = parser.parse_args()
     print("Loss on identical inputs:")
-    print(identical_inputs_table().to_markdown(index=False))
+    print(identical_inputs_table().to_string(index=False))
     if args.run_dirs:
         print("\nRuns:")
-        print(pd.DataFrame([run_row(d) for d in args.run_dirs]).to_markdown(index=False))
+        print(pd.DataFrame([run_row(d) for d in args.run_dirs]).to_string(index=False))
 
 
 if __name__ == "__main__":

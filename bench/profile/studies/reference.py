@@ -146,6 +146,7 @@ class FCLLoop(nn.Module):
         self.backbone_momentum = _frozen_copy(encoder)
         self.head_momentum = _frozen_copy(self.head)
         self.tau, self.m, self.k = hp["temperature"], hp["momentum"], hp["num_sampled"]
+        self.variant = {k: hp[k] for k in ("negatives", "own_view_positive")}
         self.bank = torch.zeros(hp["bank_size"], dim)
         self.bank_parts = torch.zeros(hp["bank_size"], dtype=torch.long)
         self.bank_used, self.bank_next = 0, 0
@@ -172,8 +173,9 @@ class FCLLoop(nn.Module):
         bank_parts = torch.cat([self.bank_parts[: self.bank_used], self.remote_parts])
         chosen = torch.randperm(bank.shape[0], generator=generator)[: self.k]
         sampled, sampled_parts = bank[chosen], bank_parts[chosen]
-        loss_a = fcl_loss(q_a, parts, k_b, parts, sampled, sampled_parts, self.tau)["loss"]
-        loss_b = fcl_loss(q_b, parts, k_a, parts, sampled, sampled_parts, self.tau)["loss"]
+        args = (sampled, sampled_parts, self.tau)
+        loss_a = fcl_loss(q_a, parts, k_b, parts, *args, **self.variant)["loss"]
+        loss_b = fcl_loss(q_b, parts, k_a, parts, *args, **self.variant)["loss"]
         self.enqueue(k_a, parts)
         return 0.5 * (loss_a + loss_b)
 

@@ -45,7 +45,7 @@ ROW_COLUMNS = [
 ]
 INT_COLUMNS = ["n_labeled", "fold", "client", "seed"]
 # Identifiers are text whatever they look like: a hash of digits and one "e" is not a float.
-TEXT_COLUMNS = [c for c in ROW_COLUMNS if c not in INT_COLUMNS and c != "dice"]
+TEXT_COLUMNS = [c for c in ROW_COLUMNS if c not in INT_COLUMNS and c not in ("dice", "hd95_mm")]
 # One row per (client, patient, phase, class) within a unit.
 UNIT_KEY = ["client", "patient", "phase", "class_name"]
 UNIT_FIELDS = ("method", "seed", "mode", "n", "fold")
@@ -88,6 +88,15 @@ def check_rows(frame: pd.DataFrame, where: str | Path) -> pd.DataFrame:
         row = int(outside.to_numpy().nonzero()[0][0])
         raise DataError(where, f"dice {dice.iloc[row]} in row {row + 1} is outside [0, 1]")
     frame["dice"] = dice.astype(float)
+    hd95 = pd.to_numeric(frame["hd95_mm"], errors="coerce")
+    empty = frame["hd95_mm"].astype(str).str.strip().str.lower().isin(["", "nan", "none"])
+    bad = (hd95.isna() & ~empty) | (hd95 < 0)
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise DataError(
+            where, f"hd95_mm {frame['hd95_mm'].iloc[row]!r} in row {row + 1} is not a distance"
+        )
+    frame["hd95_mm"] = hd95.astype(float)
     for column in [*TEXT_COLUMNS, *extra]:
         frame[column] = frame[column].fillna("").astype(str)
     copies = frame.duplicated(subset=[*UNIT_FIELDS_COLUMNS, *UNIT_KEY], keep=False)

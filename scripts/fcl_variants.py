@@ -4,7 +4,7 @@ Dice and pretraining loss of run folders made with them.
     .venv/bin/python scripts/fcl_variants.py [RUN_DIR ...]
 
 Identical inputs: random unit features, 8 volumes x 4 partitions of queries and keys
-(keys[i] the other view of query i), K = 256 sampled bank features over 4 partitions,
+(keys[i], the other view of query i, near it: cosine about 0.94), K = 256 sampled bank features over 4 partitions,
 128-d, tau = 0.1, seed 0. Each RUN_DIR is a ``bench run --methods fcl`` folder; its
 FCL hyper-parameters are read from its config.yaml.
 """
@@ -29,7 +29,9 @@ def identical_inputs_table(seed: int = 0) -> pd.DataFrame:
         return F.normalize(torch.randn(n, 128, generator=g), dim=1)
 
     partitions = torch.arange(4).repeat(8)
-    queries, keys = unit(32), unit(32)
+    queries = unit(32)
+    # keys[i], the other view of query i's slice, lies near it (cosine about 0.9).
+    keys = F.normalize(queries + 0.35 * unit(32), dim=1)
     sampled, sampled_partitions = unit(256), torch.randint(4, (256,), generator=g)
     rows = []
     for negatives in NEGATIVES:

@@ -5,8 +5,8 @@ Dice and pretraining loss of run folders made with them.
 
 Identical inputs: random unit features, 8 volumes x 4 partitions of queries and keys
 (keys[i], the other view of query i, near it: cosine about 0.94), K = 256 sampled bank
-features over 4 partitions, 128-d, tau = 0.1, seed 0. Each RUN_DIR is a ``bench run --methods fcl`` folder; its
-FCL hyper-parameters are read from its config.yaml.
+features over 4 partitions, 128-d, tau = 0.1, seed 0. Each RUN_DIR is a
+``bench run --methods fcl`` folder; its FCL hyper-parameters are read from its config.yaml.
 """
 
 from __future__ import annotations

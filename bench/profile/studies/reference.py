@@ -13,9 +13,9 @@ keeps its own momentum encoder, FIFO bank and bank sampling and calls the
 loss function of Wu et al. (``bench.methods.fcl.fcl_loss``); for GCL's global
 stage it calls ``global_contrastive_loss`` (Chaitanya et al.).
 
-Timing is interleaved: every round times one step of each method's bench
-and reference side back to back (the order alternating between rounds), so
-both see the same machine load; the figures are medians and IQRs over the
+Timing is interleaved: for each method in turn, every round times one step
+of bench and one of the reference back to back (the order alternating
+between rounds), so both see the same machine load; the figures are medians and IQRs over the
 rounds, the ratio ``reference_s / bench_s`` (bench's throughput over the
 reference's, > 1: bench faster) both from the medians and paired per round.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import statistics
 import sys
 from collections.abc import Callable, Iterator
@@ -386,18 +387,20 @@ def reference_study(
     rounds = warmup + repeats
     env = environment("cpu")
     data = pre_augmented_batches(config, volumes, rounds)
-    sides = {name: build_sides(name, config, num_clients=num_clients)[:2] for name in methods}
     times = {
         name: {"bench": [], "reference": [], "bench_thread": [], "reference_thread": []}
         for name in methods
     }
     others, first_losses = [], {}
-    for r in range(rounds):
-        views, batch_ = data[r]
-        for name in methods:
+    # One method's two sides at a time, so that only their networks, optimiser state and
+    # banks are resident; within a method, bench and reference alternate.
+    for name in methods:
+        sides = build_sides(name, config, num_clients=num_clients)[:2]
+        for r in range(rounds):
+            views, batch_ = data[r]
             order = ("bench", "reference") if r % 2 == 0 else ("reference", "bench")
             for side_name in order:
-                side = sides[name][0 if side_name == "bench" else 1]
+                side = sides[0 if side_name == "bench" else 1]
                 generator = torch.Generator().manual_seed(1000 + r)
                 with Contention() as load:
                     loss = side.step(views, batch_, generator)
@@ -407,7 +410,9 @@ def reference_study(
                     times[name][side_name].append(load.wall_s)
                     times[name][f"{side_name}_thread"].append(load.busiest_thread_s)
                     others.append(load.others_share)
-        log(f"round {r + 1}/{rounds} done")
+        del sides
+        gc.collect()
+        log(f"{name} done")
     rows = []
     for name in methods:
         t = times[name]

@@ -106,10 +106,25 @@ class ModelConfig(Section):
     encoder: str  # "unet" or "timm/<name>" (bench.config.validate checks the name)
 
 
+class PlateauConfig(Section):
+    patience: Positive
+    loss_min_delta: NonNegativeNumber
+    loss_window: Positive
+
+
+class EarlyStoppingConfig(Section):
+    patience: Positive
+    min_delta: NonNegativeNumber
+    loss_min_delta: NonNegativeNumber
+    loss_window: Positive
+
+
 class PretrainConfig(Section):
     setting: Literal["federated", "local", "centralized"]
     rounds: Positive
-    local_steps: Positive
+    epochs_per_round: PositiveNumber
+    local_steps: Positive | None
+    plateau: PlateauConfig
     volumes_per_batch: Positive
     partitions: Positive
     lr: PositiveNumber
@@ -122,7 +137,9 @@ class PretrainConfig(Section):
 class FinetuneConfig(Section):
     modes: list[Literal["local", "federated"]]
     rounds: Positive
-    local_steps: Positive
+    epochs_per_round: PositiveNumber
+    local_steps: Positive | None
+    early_stopping: EarlyStoppingConfig
     batch_size: Positive
     lr: PositiveNumber
     weight_decay: NonNegativeNumber
@@ -151,6 +168,8 @@ class RunConfig(Section):
     threads: NonNegative
     amp: Literal["none", "bf16"]
     channels_last: bool
+    tracker: Literal["tensorboard", "mlflow", "none"]
+    tracking_uri: str | None
     tune_malloc: bool
 
 

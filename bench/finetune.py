@@ -1,8 +1,19 @@
 """Fine-tuning as a federated task: segmentation from N labeled patients per client.
 
-``federated``: FedAvg over the clients, the global model of the round with the
-best mean validation Dice is kept. ``local``: each client trains alone for the
-same number of steps and keeps its own best-on-validation model.
+A round is ``finetune.epochs_per_round`` epochs over a client's labeled slices,
+up to ``finetune.rounds`` rounds, with early stopping (``bench.convergence``):
+
+- ``federated``: FedAvg over the clients. After each round the server scores
+  the global model: every client reports its validation Dice, the server takes
+  the mean weighted by validation patients. It keeps the best round's global
+  model and stops when the rule says so.
+- ``local``: each client trains alone, scores its own model on its own
+  validation patients after each round, keeps its best round's model and stops
+  on its own (it idles while the others go on); the task ends when all stopped.
+
+Without validation patients (``split.val_per_client: 0``) the score is the
+smoothed training loss instead (the mean over clients, weighted by labeled
+slices, under FedAvg).
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from monai.losses import DiceCELoss
 
 from bench.augment import apply_affine, random_affine_theta
 from bench.backbone import build_unet
+from bench.convergence import Decision, StoppingRule, decide, loss_scores, steps_per_round
 from bench.device import DeviceSettings
 from bench.evaluation import mean_dice
 from bench.federated.task import FederatedTask, RoundResult
@@ -58,14 +70,22 @@ class FinetuneTask(FederatedTask):
         spec: dict | None = None,
     ):
         self.config, self.mode, self.seed, self.work_dir = config, mode, seed, Path(work_dir)
+        cfg = config["finetune"]
         self.aggregate = mode == "federated"
-        # No validation patient (FCL's protocol at N = 8): the last round's model is kept.
-        self.validates = self.aggregate and all(validation)
         self.num_clients = len(labeled)
-        self.num_rounds = config["finetune"]["rounds"]
+        self.num_rounds = cfg["rounds"]
         self.num_classes = num_classes
         self.slices = [LabeledSlices(volumes) for volumes in labeled]
+        self.steps = [steps_per_round(cfg, len(s), cfg["batch_size"]) for s in self.slices]
         self.validation = validation
+        # The score each model is selected on: the server's for FedAvg, each client's alone.
+        if self.aggregate:
+            criterion = "val_dice" if any(validation) else "loss"
+            self.criteria = [criterion] * self.num_clients
+        else:
+            self.criteria = ["val_dice" if volumes else "loss" for volumes in validation]
+        self.validates = self.aggregate and self.criteria[0] == "val_dice"
+        self.rules = [StoppingRule.from_config(cfg["early_stopping"], c) for c in self.criteria]
         self.init_parts = init_parts
         self.device = DeviceSettings(config["run"])
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -91,14 +111,22 @@ class FinetuneTask(FederatedTask):
     def train_round(
         self, client: int, round_index: int, shared: dict, payloads: dict
     ) -> RoundResult:
+        saved = self.load_client_state(client, round_index - 1)
+        if saved is not None and saved["progress"]["stopped"]:
+            # Local fine-tuning: this client has stopped; it idles until the others stop too.
+            self.save_client_state(client, round_index, saved)
+            return RoundResult(
+                shared=saved["model"],
+                num_examples=len(self.slices[client]),
+                metrics={"steps": 0.0, "stopped": 1.0},
+            )
         model = self.build_model(client)
         optimizer = self._optimizer(model)
-        saved = self.load_client_state(client, round_index - 1)
-        best = None
+        best, progress = None, {"losses": [], "scores": [], "stopped": False}
         if saved is not None:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-            best = saved["best"]
+            best, progress = saved["best"], saved["progress"]
         if self.aggregate:
             model.load_state_dict(shared)
         draws = generator(self.seed, "finetune", self.mode, round_index, client)
@@ -106,7 +134,7 @@ class FinetuneTask(FederatedTask):
         cfg = self.config["finetune"]
         model.train()
         losses = []
-        for _ in range(cfg["local_steps"]):
+        for _ in range(self.steps[client]):
             images, labels = self.slices[client].sample(cfg["batch_size"], draws)
             images, labels = images.to(self.device.device), labels.to(self.device.device)
             with self.device.autocast():
@@ -115,41 +143,124 @@ class FinetuneTask(FederatedTask):
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
+        losses = torch.stack(losses).float().cpu()
+        metrics = {
+            "loss_first": float(losses[0]),
+            "loss_last": float(losses[-1]),
+            "loss_mean": float(losses.mean()),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "steps": float(self.steps[client]),
+        }
         if not self.aggregate:
-            validation = self.validation[client]
-            score = mean_dice(model, validation, self.num_classes, self.device.device)
-            if best is None or not validation or score > best["score"]:
+            decision = self._local_decision(client, model, progress, metrics)
+            if decision.best_round == round_index + 1:
                 best = {
-                    "round": round_index,
-                    "score": score,
+                    "round": decision.best_round,
+                    "score": decision.best_score,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 }
+            progress["stopped"] = decision.stop
+            metrics.update(score=decision.best_score, stopped=float(decision.stop))
         self.save_client_state(
             client,
             round_index,
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best},
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best": best,
+                "progress": progress,
+            },
         )
-        losses = torch.stack(losses).float().cpu()
-        weights = cfg["fedavg_weights"]
+        weights = self.config["finetune"]["fedavg_weights"]
         return RoundResult(
             shared={k: v.detach().cpu() for k, v in model.state_dict().items()},
             # FedAvg's weight: the labeled slices the client trains on (McMahan et al. 2017)
             num_examples=len(self.slices[client]) if weights == "examples" else 1,
-            metrics={"loss_mean": float(losses.mean())},
+            metrics=metrics,
         )
 
+    def _local_decision(self, client: int, model, progress: dict, metrics: dict) -> Decision:
+        """Scores this round's model of a client training alone (validation Dice or loss)."""
+        progress["losses"].append(metrics["loss_mean"])
+        rule = self.rules[client]
+        if self.criteria[client] == "val_dice":
+            score = mean_dice(model, self.validation[client], self.num_classes, self.device.device)
+            metrics["val_dice"] = score
+            progress["scores"].append(score)
+        else:
+            progress["scores"] = loss_scores(progress["losses"], rule.loss_window)
+        return decide(progress["scores"], rule)
+
     def validate(self, client: int, shared: dict) -> tuple[int, dict[str, float]]:
+        """A client's validation Dice of the global model, weighted by its validation patients."""
+        if not self.validation[client]:
+            return 0, {"val_dice": 0.0}
         model = self.build_model(client)
         model.load_state_dict(shared)
         score = mean_dice(model, self.validation[client], self.num_classes, self.device.device)
-        return max(1, len(self.validation[client])), {"val_dice": score}
+        return len(self.validation[client]), {"val_dice": score}
+
+    def server_decision(self, history: list[dict]) -> Decision | None:
+        if not self.aggregate:
+            # Each client keeps its own model; the task ends once every client has stopped.
+            last = history[-1]["train"]
+            stopped = len(last) == self.num_clients and all(
+                m.get("stopped", 0.0) >= 1.0 for m in last.values()
+            )
+            return Decision(best_round=None, best_score=float("nan"), stop=stopped)
+        rule = self.rules[0]
+        if self.criteria[0] == "val_dice":
+            scores = [
+                e["validation"]["val_dice"] if e["validation"] else float("nan") for e in history
+            ]
+        else:
+            scores = loss_scores([federated_loss(e["train"]) for e in history], rule.loss_window)
+        return decide(scores, rule)
 
     def selected_models(self, final: dict) -> list[dict]:
-        """Per client, the state chosen on validation data."""
+        """Per client, the state of the chosen round."""
         if self.aggregate:
             chosen = final["best"]["state"] if final["best"] is not None else final["state"]
             return [chosen] * self.num_clients
         return [
-            self.load_client_state(c, self.num_rounds - 1)["best"]["state"]
+            self.load_client_state(c, final["rounds"] - 1)["best"]["state"]
             for c in range(self.num_clients)
         ]
+
+    def convergence(self, final: dict) -> list[dict]:
+        """Per client: the round chosen, what stopped training, whether it converged."""
+        rounds = final["rounds"]
+        if self.aggregate:
+            chosen = final["best"]["round"] if final["best"] is not None else rounds
+            stopped = bool(final.get("stopped", False))
+            return [
+                summary(self.criteria[0], chosen, stopped, rounds) for _ in range(self.num_clients)
+            ]
+        outcome = []
+        for c in range(self.num_clients):
+            state = self.load_client_state(c, rounds - 1)
+            trained = len(state["progress"]["losses"])
+            outcome.append(
+                summary(
+                    self.criteria[c], state["best"]["round"], state["progress"]["stopped"], trained
+                )
+            )
+        return outcome
+
+
+def federated_loss(train: dict[int, dict]) -> float:
+    """A FedAvg round's training loss: the clients' means weighted by their labeled slices."""
+    weights = [m["num-examples"] for m in train.values()]
+    return sum(m["loss_mean"] * w for m, w in zip(train.values(), weights, strict=True)) / sum(
+        weights
+    )
+
+
+def summary(criterion: str, chosen: int, stopped: bool, rounds: int) -> dict:
+    return {
+        "criterion": criterion,
+        "chosen_round": int(chosen),
+        "rounds_trained": int(rounds),
+        "stopped_by": "rule" if stopped else "maximum",
+        "converged": bool(stopped),
+    }

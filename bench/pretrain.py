@@ -1,4 +1,10 @@
-"""Pretraining as a federated task: one method, K clients, R rounds of local steps."""
+"""Pretraining as a federated task: one method, K clients, R rounds of local epochs.
+
+A round is ``pretrain.epochs_per_round`` epochs over the client's pool: one
+epoch is its pool's slices in batches of ``volumes_per_batch x partitions``
+slices. Pretraining never stops early; its loss plateau is recorded
+(``bench.convergence.plateau_round``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import torch
 
 from bench.backbone import build_unet
 from bench.config import Config, as_config
+from bench.convergence import steps_per_round
 from bench.device import DeviceSettings
 from bench.federated.task import FederatedTask, RoundResult
 from bench.methods.base import PretrainMethod
@@ -43,7 +50,12 @@ class PretrainTask(FederatedTask):
         self.stacks = [
             SliceStack(volumes, config.pretrain.partitions) for volumes in client_volumes
         ]
-        self.device = DeviceSettings(config.run)
+        cfg = config["pretrain"]
+        self.steps = [
+            steps_per_round(cfg, len(stack.images), cfg["volumes_per_batch"] * cfg["partitions"])
+            for stack in self.stacks
+        ]
+        self.device = DeviceSettings(config["run"])
         self._spec = spec or {}
         self.progress_label = f"pretraining {method}" if show_progress else None
 
@@ -96,19 +108,23 @@ class PretrainTask(FederatedTask):
         method.train()
         draws = generator(self.seed, "pretrain", round_index, client)
         torch.manual_seed(derive_seed(self.seed, "pretrain-torch", round_index, client))
-        cfg = self.config.pretrain
-        losses = []
-        for _ in range(cfg.local_steps):
+        cfg = self.config["pretrain"]
+        losses, terms = [], {}
+        for _ in range(self.steps[client]):
             batch = self.device.batch(
                 self.stacks[client].sample(cfg.volumes_per_batch, draws, client)
             )
             with self.device.autocast():
-                loss = method.training_step(batch, draws)["loss"]
+                outputs = method.training_step(batch, draws)
+            loss = outputs["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             method.after_optimizer_step()
             losses.append(loss.detach())
+            for name, value in outputs.items():
+                if name != "loss" and torch.is_tensor(value) and value.numel() == 1:
+                    terms.setdefault(name, []).append(value.detach())
         losses = torch.stack(losses).float().cpu().tolist()
         if not all(np.isfinite(losses)):
             raise FloatingPointError(
@@ -126,6 +142,11 @@ class PretrainTask(FederatedTask):
                 "loss_first": losses[0],
                 "loss_last": losses[-1],
                 "loss_mean": float(np.mean(losses)),
+                # The means of the other terms the method reports (FCL's bank and local terms).
+                **{name: float(torch.stack(v).float().mean()) for name, v in terms.items()},
+                "lr": float(optimizer.param_groups[0]["lr"]),
+                "steps": float(self.steps[client]),
+                **method.round_metrics(),
             },
             payload=method.outgoing_payload() if self.exchanges else {},
         )
@@ -142,7 +163,7 @@ class PretrainTask(FederatedTask):
         parts = []
         for client in range(self.num_clients):
             method, _ = self.restore(
-                client, self.num_rounds, final["state"] if self.aggregate else None
+                client, final["rounds"], final["state"] if self.aggregate else None
             )
             parts.append(
                 {

@@ -5,7 +5,11 @@ pretrain (``rounds x local_steps`` steps on each pretraining client, one
 client when ``pretrain.setting`` is centralized), then one fine-tuning per
 unit (method, seed, mode, N, fold): ``rounds x local_steps`` steps on each
 client, in both modes. These are the step counts of the configured budget:
-where a unit may stop early they are its maximum.
+where a unit may stop early they are its maximum. Budgets in epochs
+(``local_steps: null``) are estimated without reading data: ``SLICES_PER_VOLUME``
+slices per volume, N labeled patients per fine-tuning client, and the training
+patients (``data.synthetic.train``, or ACDC's 100) shared by the clients for
+pretraining, one volume per configured phase.
 
 Per-step times come from a recorded ``bench profile`` (its CSV rows: the
 newest for each phase and method at the configured image size and device,
@@ -26,7 +30,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.convergence import steps_per_round
 from bench.registry import get_method
+
+SLICES_PER_VOLUME = 10  # ACDC short-axis volumes hold 6-21 slices
 
 
 @dataclass
@@ -54,6 +61,11 @@ def plan_run(config: dict, methods: list[str]) -> list[PhasePlan]:
     seeds = len(config["run"]["seeds"])
     clients = int(split["clients"])
     units_per_method = seeds * len(fine["modes"]) * len(split["n_values"]) * int(split["folds"])
+    phases = len(config["data"]["phases"])
+    patients = config["data"]["synthetic"]["train"] if config["data"]["root"] is None else 100
+    pool = max(1, patients // clients) * phases * SLICES_PER_VOLUME
+    labeled = max(split["n_values"]) * phases * SLICES_PER_VOLUME
+    pre_batch = int(pre["volumes_per_batch"]) * int(pre["partitions"])
     plans = []
     for method in methods:
         if get_method(method).needs_pretraining and pre.get("from_run") is None:
@@ -63,7 +75,7 @@ def plan_run(config: dict, methods: list[str]) -> list[PhasePlan]:
                     method,
                     seeds,
                     int(pre["rounds"]),
-                    int(pre["local_steps"]),
+                    steps_per_round(pre, pool, pre_batch),
                     1 if pre["setting"] == "centralized" else clients,
                     int(pre["volumes_per_batch"]) * int(pre["partitions"]),
                 )
@@ -74,7 +86,7 @@ def plan_run(config: dict, methods: list[str]) -> list[PhasePlan]:
                 method,
                 units_per_method,
                 int(fine["rounds"]),
-                int(fine["local_steps"]),
+                steps_per_round(fine, labeled, int(fine["batch_size"])),
                 clients,
                 int(fine["batch_size"]),
             )

@@ -44,6 +44,8 @@ ROW_COLUMNS = [
     "versions",
 ]
 INT_COLUMNS = ["n_labeled", "fold", "client", "seed"]
+# Written after ROW_COLUMNS; optional when read (rows of older runs lack them).
+CONVERGENCE_COLUMNS = ["chosen_round", "converged", "stopped_by"]
 # Identifiers are text whatever they look like: a hash of digits and one "e" is not a float.
 TEXT_COLUMNS = [c for c in ROW_COLUMNS if c not in INT_COLUMNS and c not in ("dice", "hd95_mm")]
 # One row per (client, patient, phase, class) within a unit.

@@ -19,6 +19,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from bench.config import Config, ConfigError, config_hash
+from bench.curves import record_finetuning, record_pretraining
 from bench.data import DataBundle
 from bench.datasets.errors import DataError
 from bench.evaluation import predict_volume, score_volume
@@ -35,6 +36,7 @@ from bench.runfolder import (
     write_marker,
 )
 from bench.task_factory import TaskFactory, Unit
+from bench.trackers import check_tracker
 from bench.weights import describe, finetuned_path, save_weights
 
 
@@ -154,6 +156,7 @@ class Runner:
         if self.config.pretrain.setting == "centralized":
             parts = parts * self.tasks.num_clients
         self.write_loss_history(method, seed, final["history"])
+        record_pretraining(self.run_dir, self.config, task, final)
         meta = describe(
             "pretrained",
             method=method,
@@ -195,11 +198,14 @@ class Runner:
     # -- fine-tuning and evaluation -------------------------------------
     def finetune(self, unit: Unit, init_parts: list[dict]) -> list[dict]:
         task = self.tasks.finetune_task(unit, init_parts)
-        models = task.selected_models(run_task(task, self.config.run))
+        final = run_task(task, self.config.run)
+        models = task.selected_models(final)
+        outcome = task.convergence(final)
+        record_finetuning(self.run_dir, self.config, unit, task, final, outcome)
         if unit.fold == 0:
             # One fine-tuned model per (method, mode, N) for the report's qualitative figure.
             self.save_finetuned(unit, models[0])
-        rows = self.evaluate(unit, task, models)
+        rows = self.evaluate(unit, task, models, outcome)
         shutil.rmtree(task.work_dir, ignore_errors=True)
         return rows
 
@@ -226,7 +232,10 @@ class Runner:
         path = finetuned_path(self.run_dir, unit.method, unit.seed, unit.mode, unit.n)
         save_weights(path, [parts], meta)
 
-    def evaluate(self, unit: Unit, task: FinetuneTask, models: list[dict]) -> list[dict]:
+    def evaluate(
+        self, unit: Unit, task: FinetuneTask, models: list[dict], outcome: list[dict]
+    ) -> list[dict]:
+        """Result rows of each client's chosen model on its test volumes."""
         bundle = self.bundle
         metadata = {
             "method": unit.method,
@@ -268,6 +277,9 @@ class Runner:
                             "phase": volume.phase,
                             "class_name": class_name,
                             **score,
+                            "converged": outcome[client]["converged"],
+                            "chosen_round": outcome[client]["chosen_round"],
+                            "stopped_by": outcome[client]["stopped_by"],
                         }
                     )
         return rows
@@ -304,6 +316,7 @@ class Runner:
             "hardware": hardware(),
         }
         atomic_write_text(self.run_dir / "run.yaml", yaml.safe_dump(run_info))
+        check_tracker(self.config["run"], self.run_dir)
         units = self.units_to_compute(methods)
         bar = tqdm(
             total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress

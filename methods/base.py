@@ -89,6 +89,10 @@ class PretrainMethod(nn.Module):
     def begin_round(self, round_index: int, num_rounds: int) -> None:
         self.round_index, self.num_rounds = round_index, num_rounds
 
+    def round_metrics(self) -> dict[str, float]:
+        """Scalars describing the method's state at a round's end (curves); none by default."""
+        return {}
+
     def optimizer_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

@@ -259,6 +259,13 @@ class FCL(MomentumMethod):
             "local_term": 0.5 * (out_a["local"] + out_b["local"]).detach(),
         }
 
+    def round_metrics(self) -> dict[str, float]:
+        """How full the banks are: the loss changes scale while they fill (curves)."""
+        metrics = {"bank_fill": int(self.bank_count) / self.bank_features.shape[0]}
+        if self.exchanges_features and self.remote_features.shape[0]:
+            metrics["remote_bank_fill"] = int(self.remote_count) / self.remote_features.shape[0]
+        return metrics
+
     # -- federation -----------------------------------------------------
     def outgoing_payload(self) -> dict[str, np.ndarray]:
         """The local bank's feature vectors and partition ids (Wu et al. 2021, Sec. 2.2)."""

@@ -13,6 +13,7 @@ import pandas as pd
 from bench.datasets.errors import DataError
 from bench.reports import figures, tables
 from bench.reports.analysis import Analysis, analyse
+from bench.reports.convergence import convergence_table
 from bench.reports.document import Code, Note, Report, Section
 from bench.reports.html import report_html
 from bench.reports.latex import report_latex, table_latex
@@ -77,6 +78,9 @@ def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> lis
         sections.append(section)
         if analysis.n_values(experiment):
             section.blocks.append(tables.measured_table(analysis, experiment))
+            convergence = convergence_table(analysis, experiment)
+            if convergence is not None:
+                section.blocks.append(convergence)
         if not analysis.has_results(experiment):
             in_rows = bool((analysis.rows["experiment"] == experiment.slug).any())
             section.blocks.append(

@@ -11,7 +11,7 @@ import yaml
 
 from bench.datasets.errors import DataError
 from bench.reports.aggregate import Planned
-from bench.results import ROW_COLUMNS, ResultStore
+from bench.results import CONVERGENCE_COLUMNS, ROW_COLUMNS, ResultStore
 
 # A row is identified by these columns; two run folders holding the same key hold a copy.
 ROW_KEY = [
@@ -98,7 +98,7 @@ def _read_timings(path: Path) -> pd.DataFrame:
 
 # Columns some runs write beside ROW_COLUMNS, kept when present: where the data came from
 # (``synthetic:...`` or a folder; absent in older runs, which were synthetic).
-OPTIONAL_COLUMNS = ["data_source"]
+OPTIONAL_COLUMNS = ["data_source", *CONVERGENCE_COLUMNS]
 
 
 def _read_curves(folder: Path) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from bench.reports.aggregate import BASELINE, Experiment
 from bench.reports.analysis import DECIMALS, MIN_METHODS_FOR_MARKS, Analysis
+from bench.reports.convergence import mark_unconverged
 from bench.reports.document import MISSING, Cell, Table
 from bench.reports.names import registry_id, registry_note
 from bench.reports.published import (
@@ -133,13 +134,15 @@ def measured_table(analysis: Analysis, experiment: Experiment) -> Table:
     n_values = analysis.n_values(experiment)
     if experiment.transfer:
         n_values = sorted(set(n_values) | set(TRANSFER_M))
-    return Table(
+    methods = analysis.methods(experiment)
+    table = Table(
         slug=f"dice-{experiment.slug}",
         title=f"{experiment.title}: mean Dice, measured ({experiment.detail})",
         columns=["Method"] + [f"{experiment.n_symbol}={n}" for n in n_values],
-        rows=_grid(analysis, summary, analysis.methods(experiment), n_values, marks=True),
-        notes=_notes(analysis, summary, analysis.methods(experiment), marks=True),
+        rows=_grid(analysis, summary, methods, n_values, marks=True),
+        notes=_notes(analysis, summary, methods, marks=True),
     )
+    return mark_unconverged(table, analysis, experiment, methods, n_values)
 
 
 def class_table(analysis: Analysis, experiment: Experiment, class_name: str) -> Table:

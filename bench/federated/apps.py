@@ -140,7 +140,7 @@ def fault_settings(task) -> tuple[int, float]:
 def serve(grid: Grid, context: Context) -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     task = task_for(str(context.run_config["job"]))
-    checkpoint = ServerCheckpoint(Path(task.work_dir) / "server")
+    checkpoint = ServerCheckpoint(Path(task.work_dir) / "server", task.server_decision)
     min_replies, timeout = fault_settings(task)
     strategy = BenchFedAvg(
         map_nodes_to_partitions(grid, task.num_clients, wait=timeout),
@@ -152,7 +152,6 @@ def serve(grid: Grid, context: Context) -> None:
     arrays, done = checkpoint.resume(strategy)
     if arrays is None:
         arrays = state_to_record(task.initial_state())
-    strategy.round_offset = done
 
     label = getattr(task, "progress_label", None)
     bar = tqdm(
@@ -165,22 +164,21 @@ def serve(grid: Grid, context: Context) -> None:
     )
 
     def end_of_round(server_round: int, current: ArrayRecord):
+        nonlocal arrays
         if server_round > 0:
             checkpoint.save(done + server_round, current, strategy)
+            arrays = current
             bar.update()
 
-    if done < task.num_rounds:
-        try:
-            strategy.start(
-                grid,
-                arrays,
-                num_rounds=task.num_rounds - done,
-                timeout=timeout,
-                evaluate_fn=end_of_round,
-            )
-        except ClientFailure:
-            checkpoint.record_failures(strategy)
-            raise
-        finally:
-            bar.close()
-    checkpoint.finish(task.num_rounds)
+    # One round per start(): the task's stopping rule may end training before the maximum.
+    try:
+        while done < task.num_rounds and not checkpoint.stopped:
+            strategy.round_offset = done
+            strategy.start(grid, arrays, num_rounds=1, timeout=timeout, evaluate_fn=end_of_round)
+            done += 1
+    except ClientFailure:
+        checkpoint.record_failures(strategy)
+        raise
+    finally:
+        bar.close()
+    checkpoint.finish(done)

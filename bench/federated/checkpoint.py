@@ -35,14 +35,21 @@ def _read_failures(path: Path) -> list[dict]:
 
 
 class ServerCheckpoint:
-    def __init__(self, folder: Path):
+    """Also applies the task's stopping rule: ``decide(history)`` after each round.
+
+    ``decide`` returns None (keep the last round, never stop early) or an object with
+    ``best_round``, ``best_score`` (the global model to keep; ``best_round`` None when
+    each client keeps its own) and ``stop``.
+    """
+
+    def __init__(self, folder: Path, decide=None):
         self.folder = Path(folder)
+        self.decide = decide or (lambda history: None)
         self.history: list[dict] = []
-        self.best: dict[str, Any] | None = (
-            None  # {"round", "score", "state"} when the task validates
-        )
+        self.best: dict[str, Any] | None = None  # {"round", "score", "state"}: the model kept
         self.last_state: dict[str, Any] | None = None
         self.failures: list[dict] = []
+        self.stopped = False  # the stopping rule ended training before the maximum
 
     def _path(self, round_number: int) -> Path:
         return self.folder / f"round{round_number:04d}.pt"
@@ -57,10 +64,11 @@ class ServerCheckpoint:
             "finished_at": time.time(),  # wall clock, for time per round
         }
         self.history.append(entry)
-        if strategy.last_validation is not None:
-            score = strategy.last_validation["val_dice"]
-            if self.best is None or score > self.best["score"]:
-                self.best = {"round": round_number, "score": score, "state": state}
+        decision = self.decide(self.history)
+        if decision is not None:
+            if decision.best_round == round_number:
+                self.best = {"round": round_number, "score": decision.best_score, "state": state}
+            self.stopped = decision.stop
         self.last_state = state
         self.failures = list(strategy.failures)
         atomic_torch_save(
@@ -73,6 +81,7 @@ class ServerCheckpoint:
                 },
                 "history": self.history,
                 "best": self.best,
+                "stopped": self.stopped,
                 "failures": strategy.failures,
             },
         )
@@ -98,6 +107,7 @@ class ServerCheckpoint:
         except ValueError:
             raise DataError(latest, "expected the number of the last completed round") from None
         self.history, self.best, self.last_state = saved["history"], saved["best"], saved["state"]
+        self.stopped = saved.get("stopped", False)
         strategy.payloads = {
             p: arrays_to_record({k: t.numpy() for k, t in a.items()})
             for p, a in saved["payloads"].items()
@@ -108,10 +118,12 @@ class ServerCheckpoint:
         return state_to_record(saved["state"]), saved["round"]
 
     def finish(self, num_rounds: int) -> None:
+        """``num_rounds``: the rounds trained (fewer than the maximum when the rule stopped)."""
         atomic_torch_save(
             self.folder / "final.pt",
             {
                 "rounds": num_rounds,
+                "stopped": self.stopped,
                 "state": self.last_state,
                 "best": self.best,
                 "history": self.history,

@@ -48,6 +48,11 @@ class FederatedTask:
     def validate(self, client: int, shared: dict) -> tuple[int, dict[str, float]]:
         raise NotImplementedError
 
+    def server_decision(self, history: list[dict]):
+        """After each round: which global model to keep and whether to stop (see
+        ``bench.convergence.Decision``); None keeps the last round and never stops early."""
+        return
+
     # -- per-client state on disk ---------------------------------------
     def client_state_path(self, client: int, round_index: int) -> Path:
         return self.work_dir / "clients" / f"client{client:03d}" / f"round{round_index:04d}.pt"

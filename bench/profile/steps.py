@@ -19,6 +19,7 @@ from torch import nn
 
 from bench.augment import random_view
 from bench.backbone import build_unet, instance_to_group_norm
+from bench.convergence import steps_per_round
 from bench.device import DeviceSettings
 from bench.profile.flops import count_flops
 from bench.profile.memory import PeakMemory
@@ -248,6 +249,7 @@ def profile_pretrain_step(
 
     method.begin_round(0, cfg_pre["rounds"])
     method.train()
+    round_steps = steps_per_round(cfg_pre, len(stack.images), volumes_per_batch * partitions)
 
     def forward(batch_):
         with device.autocast():
@@ -298,7 +300,7 @@ def profile_pretrain_step(
     payload = method.outgoing_payload() if exchanges else {}
     if payload:
         with torch.no_grad():
-            for _ in range(max(0, cfg_pre["local_steps"] - steps)):
+            for _ in range(max(0, round_steps - steps)):
                 forward(device.batch(stack.sample(volumes_per_batch, draws, 0)))
         payload = method.outgoing_payload()
         timer.measure(method.outgoing_payload, name="payload_out", warmup=1, repeats=3)
@@ -313,7 +315,7 @@ def profile_pretrain_step(
         bytes_payload=tensor_bytes(payload),
         num_clients=num_clients,
         exchanges=exchanges,
-        local_steps=cfg_pre["local_steps"],
+        local_steps=round_steps,
     )
     return result
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from bench.convergence import steps_per_round
 from bench.profile.env import environment, load_average
 from bench.profile.steps import (
     synthetic_volumes,
@@ -250,7 +251,13 @@ def engine_overhead_study(
     proposed change). Runs alternate and the fastest of ``trials`` counts; one
     further run of each under cProfile gives the breakdown.
     """
-    local_steps = local_steps or config["pretrain"]["local_steps"]
+    pre = config["pretrain"]
+    # One round's steps as the config sets them, on this study's pools of 10-slice volumes.
+    local_steps = local_steps or steps_per_round(
+        pre,
+        volumes_per_client * 10,
+        (volumes_per_batch or pre["volumes_per_batch"]) * pre["partitions"],
+    )
     cfg_fed = engine_config(config, rounds, local_steps, volumes_per_batch)
     cfg_cen = engine_config(config, rounds, local_steps * clients, volumes_per_batch)
     size = config["data"]["preprocess"]["size"]

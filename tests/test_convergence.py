@@ -143,7 +143,12 @@ def test_a_unit_that_hits_its_maximum_is_not_converged(tmp_path, mode):
 
 
 @pytest.mark.parametrize(
-    ("mode", "validation"), [("local", True), ("federated", True), ("federated", False)]
+    ("mode", "validation"),
+    [
+        ("local", True),
+        ("federated", True),
+        pytest.param("federated", False, marks=pytest.mark.slow),
+    ],
 )
 def test_a_unit_stopped_by_the_rule_keeps_the_model_of_its_chosen_round(tmp_path, mode, validation):
     # No score can gain 1.0 (Dice, or ln of the loss): round 1 stays the best and
@@ -166,6 +171,7 @@ def test_a_unit_stopped_by_the_rule_keeps_the_model_of_its_chosen_round(tmp_path
     assert not all(torch.equal(kept[0][k], last[0][k]) for k in kept[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["local", "federated"])
 def test_a_later_chosen_round_is_that_rounds_model(tmp_path, mode):
     _, kept, outcome = train(make_task(tmp_path, "rule", mode, patience=1, rounds=5))
@@ -186,6 +192,7 @@ class Interrupted(FinetuneTask):
         return super().train_round(client, round_index, shared, payloads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["local", "federated"])
 def test_resuming_mid_unit_keeps_the_early_stopping_state(tmp_path, mode):
     early = {"patience": 3, "min_delta": 1.0, "rounds": 8}

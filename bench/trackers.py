@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.config import ConfigError
+
 UNIT_TAG = "bench.unit"
 
 
@@ -28,6 +30,28 @@ def log_curves(run_cfg: dict, run_dir: Path, name: str, frame: pd.DataFrame) -> 
         log_tensorboard(Path(run_dir) / "tensorboard" / name, frame)
     elif tracker == "mlflow":
         log_mlflow(tracking_uri(run_cfg, run_dir), Path(run_dir), name, frame)
+
+
+def check_tracker(run_cfg: dict, run_dir: Path) -> None:
+    """Before any training: the tracker's package imports and its store opens (ConfigError)."""
+    tracker = run_cfg["tracker"]
+    try:
+        if tracker == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        elif tracker == "mlflow":
+            from mlflow.tracking import MlflowClient
+
+            _experiment(MlflowClient(tracking_uri=tracking_uri(run_cfg, run_dir)), Path(run_dir))
+    except ImportError as error:
+        raise ConfigError(
+            f"run.tracker={tracker}: the package is not installed ({error}); "
+            "install it or --set run.tracker=none"
+        ) from None
+    except Exception as error:  # MLflow raises many kinds for a store it cannot use
+        raise ConfigError(
+            f"run.tracking_uri={tracking_uri(run_cfg, run_dir)!r}: MLflow cannot use this store "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
 
 
 def log_tensorboard(folder: Path, frame: pd.DataFrame) -> None:
@@ -50,15 +74,7 @@ def log_mlflow(uri: str, run_dir: Path, name: str, frame: pd.DataFrame) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(run_dir.name)
-    if experiment is None:
-        experiment_id = client.create_experiment(
-            run_dir.name,
-            artifact_location=(run_dir / "mlflow-artifacts").resolve().as_uri(),
-            tags={"bench.run_dir": str(run_dir.resolve())},
-        )
-    else:
-        experiment_id = experiment.experiment_id
+    experiment_id = _experiment(client, run_dir)
     for previous in client.search_runs([experiment_id], f"tags.`{UNIT_TAG}` = '{name}'"):
         client.delete_run(previous.info.run_id)
     run = client.create_run(experiment_id, run_name=name, tags={UNIT_TAG: name})
@@ -79,3 +95,15 @@ def log_mlflow(uri: str, run_dir: Path, name: str, frame: pd.DataFrame) -> None:
             params=params if not start else [],
         )
     client.set_terminated(run.info.run_id)
+
+
+def _experiment(client, run_dir: Path) -> str:
+    """The id of the experiment named after the run folder, created if new."""
+    experiment = client.get_experiment_by_name(run_dir.name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(
+        run_dir.name,
+        artifact_location=(run_dir / "mlflow-artifacts").resolve().as_uri(),
+        tags={"bench.run_dir": str(run_dir.resolve())},
+    )

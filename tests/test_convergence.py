@@ -12,6 +12,8 @@ from bench.convergence import StoppingRule, decide, loss_scores, plateau_round, 
 from bench.federated.engine import run_in_process
 from bench.finetune import FinetuneTask
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors; no oversubscription
+
 # --------------------------------------------------------------- the rule on hand-made scores
 
 

@@ -5,10 +5,18 @@ with N = 4 only (the full tiny run takes about four times as long; the other
 fine-tuning units are covered by test_run_end_to_end). Every registered method
 must produce rows and each one in the baseline must keep its mean Dice.
 
+The regression pins fixed budgets (`FIXED_BUDGETS`: 5 pretraining steps per
+round, 6 fine-tuning rounds of 20 steps, the best-validation round kept, no
+early stop) so that the baseline measures the methods, not the tiny preset's
+epoch budgets and early stopping (which test_convergence and
+test_run_end_to_end cover); these are the budgets the baseline was measured with.
+
 Refresh the baseline after an intended change with
 
     python -m bench.cli run --methods all --preset tiny --set finetune.modes=[federated] \\
-        --set split.n_values=[4] --out runs/tiny-regression
+        --set split.n_values=[4] --set pretrain.local_steps=5 --set finetune.local_steps=20 \\
+        --set finetune.rounds=6 --set finetune.early_stopping.patience=6 \\
+        --set finetune.early_stopping.min_delta=0 --out runs/tiny-regression
     python -c "from bench.regression import *; from bench.results import ResultStore; \\
         save_baseline('tests/baselines/tiny_dice.json', \\
         method_means(ResultStore('runs/tiny-regression').load()))"
@@ -25,6 +33,13 @@ from bench.regression import method_means, regressions
 from bench.results import ResultStore
 
 BASELINE = Path(__file__).parent / "baselines" / "tiny_dice.json"
+FIXED_BUDGETS = [
+    "pretrain.local_steps=5",
+    "finetune.local_steps=20",
+    "finetune.rounds=6",
+    "finetune.early_stopping.patience=6",
+    "finetune.early_stopping.min_delta=0",
+]
 REGRESSION_ARGS = [
     "run",
     "--methods",
@@ -35,6 +50,7 @@ REGRESSION_ARGS = [
     "finetune.modes=[federated]",
     "--set",
     "split.n_values=[4]",
+    *(arg for option in FIXED_BUDGETS for arg in ("--set", option)),
 ]
 
 

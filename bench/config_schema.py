@@ -114,6 +114,7 @@ class PlateauConfig(Section):
 
 class EarlyStoppingConfig(Section):
     patience: Positive
+    min_rounds: Positive
     min_delta: NonNegativeNumber
     loss_min_delta: NonNegativeNumber
     loss_window: Positive

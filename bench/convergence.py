@@ -13,7 +13,9 @@ Two scores, higher is better:
 
 A round improves on the best one when its score exceeds the best score by more
 than the minimum gain. Training stops once ``patience`` rounds in a row have
-not improved; the model kept is the best round's.
+not improved, and not before ``min_rounds`` rounds (a segmentation model's
+validation Dice often dips for a few rounds before it rises); the model kept is
+the best round's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class StoppingRule:
     patience: int  # rounds without improvement before stopping
     min_delta: float  # minimum gain of the score that counts as an improvement
     loss_window: int = 3  # rounds in the training-loss moving average
+    min_rounds: int = 1  # no stop before this many rounds (validation Dice dips early on)
 
     @classmethod
     def from_config(cls, section: dict, criterion: str) -> StoppingRule:
@@ -36,6 +39,7 @@ class StoppingRule:
             patience=int(section["patience"]),
             min_delta=float(delta),
             loss_window=int(section["loss_window"]),
+            min_rounds=int(section.get("min_rounds", 1)),
         )
 
 
@@ -69,7 +73,7 @@ def decide(scores: list[float], rule: StoppingRule) -> Decision:
             not math.isfinite(scores[best]) or score > scores[best] + rule.min_delta
         ):
             best = r
-    stop = len(scores) - 1 - best >= rule.patience
+    stop = len(scores) >= rule.min_rounds and len(scores) - 1 - best >= rule.patience
     return Decision(best_round=best + 1, best_score=scores[best], stop=stop)
 
 

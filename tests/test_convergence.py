@@ -32,6 +32,12 @@ def test_training_stops_after_patience_rounds_without_a_gain():
     assert stopped.stop and stopped.best_round == 2 and stopped.best_score == 0.5
 
 
+def test_no_stop_before_the_minimum_rounds():
+    rule = StoppingRule(patience=1, min_delta=0.0, min_rounds=4)
+    assert not decide([0.5, 0.1, 0.1], rule).stop
+    assert decide([0.5, 0.1, 0.1, 0.1], rule).stop
+
+
 def test_a_nan_score_is_never_the_best():
     rule = StoppingRule(patience=5, min_delta=0.0)
     assert decide([math.nan, 0.2, math.nan], rule).best_round == 2
@@ -84,7 +90,7 @@ def labeled_volumes(count, seed, size=32, depth=4):
 
 
 def make_task(tmp_path, name, mode, *, validation=True, task_cls=FinetuneTask, **early):
-    stopping = {"patience": 100, "min_delta": 0.0, "loss_min_delta": 0.0, **early}
+    stopping = {"patience": 100, "min_rounds": 1, "min_delta": 0.0, "loss_min_delta": 0.0, **early}
     rounds = stopping.pop("rounds", 4)
     overrides = [
         "data.preprocess.size=32",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
 from bench.cli import main
 from bench.config import load_config
-from bench.projection import plan_run, project
+from bench.projection import SLICES_PER_VOLUME, plan_run, project
 
 
 def _profile(folder, device: str, size: int, pretrain_s: float, finetune_s: float):
@@ -35,7 +37,16 @@ def _profile(folder, device: str, size: int, pretrain_s: float, finetune_s: floa
 
 
 def test_plan_counts_rounds_local_steps_and_clients():
-    config = load_config("tiny", ["split.clients=3", "run.seeds=[0,1]", "split.folds=2"])
+    config = load_config(
+        "tiny",
+        [
+            "split.clients=3",
+            "run.seeds=[0,1]",
+            "split.folds=2",
+            "pretrain.local_steps=5",
+            "finetune.local_steps=20",
+        ],
+    )
     plans = {(p.phase, p.method): p for p in plan_run(config, ["simclr", "random"])}
     pre, fine = config["pretrain"], config["finetune"]
     simclr = plans[("pretrain", "simclr")]
@@ -45,6 +56,20 @@ def test_plan_counts_rounds_local_steps_and_clients():
     units = 2 * len(fine["modes"]) * len(config["split"]["n_values"]) * 2
     assert plans[("finetune", "random")].runs == units
     assert plans[("finetune", "random")].steps_per_run == fine["rounds"] * fine["local_steps"] * 3
+
+
+def test_budgets_in_epochs_are_estimated_from_slices_per_volume():
+    config = load_config("tiny", ["split.clients=2"])  # tiny: 12 training patients, ED only
+    plans = {(p.phase, p.method): p for p in plan_run(config, ["simclr"])}
+    pre, fine = config["pretrain"], config["finetune"]
+    pool = 6 * SLICES_PER_VOLUME  # 6 patients per client, one frame each
+    assert plans[("pretrain", "simclr")].local_steps == math.ceil(
+        pre["epochs_per_round"] * pool / (pre["volumes_per_batch"] * pre["partitions"])
+    )
+    labeled = max(config["split"]["n_values"]) * SLICES_PER_VOLUME
+    assert plans[("finetune", "simclr")].local_steps == math.ceil(
+        fine["epochs_per_round"] * labeled / fine["batch_size"]
+    )
 
 
 def test_projection_uses_the_recorded_profile_scaled_to_the_batch(tmp_path):

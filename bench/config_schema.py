@@ -104,6 +104,7 @@ class ModelConfig(Section):
     norm: Literal["instance", "batch", "group"]
     norm_kernel: Literal["native", "group"]
     encoder: str  # "unet" or "timm/<name>" (bench.config.validate checks the name)
+    embed_grid: Positive
 
 
 class PlateauConfig(Section):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.backbone import Encoder
+from bench.backbone import DEFAULT_EMBED_GRID, Encoder
 
 PREFIX = "timm/"
 # Architectures the tests cover; any timm model with features_only support may work.
@@ -40,8 +40,9 @@ class TimmEncoder(Encoder):
     first (the input at the strides timm skips, then timm's feature maps), the bottleneck
     last; ``embed``, ``out_dim`` and ``widths`` as the default ``Encoder``."""
 
-    def __init__(self, name: str, norm: str):
+    def __init__(self, name: str, norm: str, embed_grid: int = DEFAULT_EMBED_GRID):
         nn.Module.__init__(self)
+        self.embed_grid = embed_grid
         import timm
 
         if not timm.is_model(name):

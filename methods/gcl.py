@@ -195,9 +195,10 @@ class GlobalLocalContrastive(PretrainMethod):
         "temperature": "0.1, Chaitanya et al. 2020 (official --temp_fac 0.1)",
         "local_temperature": "0.1, the official code uses the same --temp_fac for the local stage",
         "hidden_dim": "1024, g1 of Chaitanya et al. (dense 1024 -> 128)",
-        "g1_input": "choice: pooled, the average-pooled bottleneck (128-d), so that the head does "
-        "not depend on the image size; flattened, the whole bottleneck map flattened, as the "
-        "official code (6 x 6 x 128 at 192 x 192)",
+        "g1_input": "choice: pooled, the encoder's embedding (the bottleneck average-pooled to "
+        "model.embed_grid x model.embed_grid cells and flattened: at 192 px and the default grid "
+        "of 6 that is the whole map, as the official code), so that the head does not depend on "
+        "the image size; flattened, the whole bottleneck map flattened at any size",
         "gd_minus_unaugmented_copy": "choice: false, two augmented views per slice as in G^R and "
         "G^D; true adds the official code's third, unaugmented copy of each slice to G^D-'s "
         "batch (every pair of copies of a slice is positive)",
@@ -267,7 +268,7 @@ class GlobalLocalContrastive(PretrainMethod):
         if self.image_size is None:
             raise ValueError("g1_input: flattened needs the image size (data.preprocess.size)")
         side = self.image_size // 2 ** (len(unet.encoder.widths) - 1)
-        return unet.encoder.out_dim * side * side
+        return unet.encoder.widths[-1] * side * side
 
     def g1_input(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder's output that g1 embeds: the pooled or the flattened bottleneck."""

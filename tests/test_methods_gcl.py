@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.backbone import UNet2D
+from bench.backbone import DEFAULT_EMBED_GRID, UNet2D
 from bench.methods.gcl import (
     GlobalLocalContrastive,
     global_contrastive_loss,
@@ -260,6 +260,7 @@ def test_g1_options_flattened_bottleneck_and_third_copy_train():
     loss = flat.training_step(_batch(), torch.Generator().manual_seed(0))["loss"]
     loss.backward()
     assert torch.isfinite(loss) and flat.global_head[0].weight.grad is not None
-    assert _method().global_head[0].in_features == 16  # pooled: the bottleneck's channels
+    # pooled: the encoder's embedding, the bottleneck's channels x the embedding grid's cells
+    assert _method().global_head[0].in_features == 16 * DEFAULT_EMBED_GRID**2
     with pytest.raises(ValueError, match="needs the image size"):
         _method(g1_input="flattened")

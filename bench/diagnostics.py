@@ -1,0 +1,37 @@
+"""Measurements that tell whether a pretraining method can learn on given data.
+
+Used by ``scripts/diagnose_pretraining.py`` and the tests: the spread of the
+slice embeddings (mean pairwise cosine similarity) and each contrastive loss's
+uniform value, the loss when every similarity is equal (the features carry no
+information). A loss that stays at its uniform value has not learned anything.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def mean_pairwise_cosine(embeddings: torch.Tensor) -> float:
+    """Mean cosine similarity over all pairs of distinct rows (1.0: every row the same)."""
+    unit = F.normalize(embeddings.flatten(1), dim=1)
+    cosine = unit @ unit.T
+    return cosine[~torch.eye(len(unit), dtype=torch.bool, device=unit.device)].mean().item()
+
+
+def uniform_loss(name: str, slices_per_step: int, partitions: int, hparams: dict) -> float | None:
+    """The loss of method ``name`` when every similarity is equal, for a two-view batch of
+    ``slices_per_step`` slices (``partitions`` per volume); None for non-contrastive methods."""
+    if name == "simclr":  # NT-Xent: the other view against the 2B - 2 other embeddings
+        return math.log(2 * slices_per_step - 1)
+    if name == "gcl":  # G^D / G^D-: negatives are the other partitions' embeddings, both views
+        if hparams.get("global_strategy", "GD") == "GR":
+            return math.log(2 * slices_per_step - 1)
+        return math.log(1 + 2 * slices_per_step * (partitions - 1) // partitions)
+    if name in ("fcl", "local_cl"):
+        # Two terms, each log(1 + |N(q)|): the other partitions' share of the K drawn features.
+        others = hparams["num_sampled"] * (partitions - 1) / partitions
+        return 2 * math.log(1 + others)
+    return None

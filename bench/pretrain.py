@@ -74,7 +74,7 @@ class PretrainTask(FederatedTask):
             image_size=self.config.data.preprocess.size,
         )
         cfg = self.config.pretrain
-        method.slices_per_round = cfg.local_steps * cfg.volumes_per_batch * cfg.partitions
+        method.slices_per_round = self.steps[client] * cfg.volumes_per_batch * cfg.partitions
         return self.device.module(method)
 
     def _optimizer(self, method):

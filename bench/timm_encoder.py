@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.backbone import DEFAULT_EMBED_GRID, Encoder
+from bench.encoder import DEFAULT_EMBED_GRID, Encoder
 
 PREFIX = "timm/"
 # Architectures the tests cover; any timm model with features_only support may work.

@@ -40,7 +40,7 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import nn
 
 from bench.augment import apply_affine, random_view, relative_theta
-from bench.backbone import pool_embedding
+from bench.encoder import pool_embedding
 from bench.methods._momentum import MomentumMethod
 from bench.methods._views_and_losses import float32_loss
 from bench.registry import register_method

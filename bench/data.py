@@ -144,8 +144,8 @@ def check_split_matches_data(split: Split, records, split_path: Path, root: Path
     for client in split.clients:
         named = {
             "pretrain": client.pretrain,
-            "val": client.val,
-            "test": client.test,
+            "val": [p for folds in client.val.values() for ids in folds for p in ids],
+            "test": client.all_test_patients(),
             "labeled": [p for folds in client.labeled.values() for ids in folds for p in ids],
         }
         for role, patients in named.items():
@@ -156,7 +156,8 @@ def check_split_matches_data(split: Split, records, split_path: Path, root: Path
                     f"client {client.client} {role} patient {missing[0]!r} is not in {root}"
                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                 )
-        unlabeled = [p for p in client.test + client.val + named["labeled"] if not by_id[p].labeled]
+        used = named["test"] + named["val"] + named["labeled"]
+        unlabeled = [p for p in used if not by_id[p].labeled]
         if unlabeled:
             raise DataError(
                 split_path,

@@ -33,6 +33,21 @@ def _guard(handler):
 def cmd_synth(args) -> int:
     from bench.datasets.synthetic import write_synthetic
 
+    if args.phantom == "cine":
+        from bench.datasets.phantom_cine import write_cine_phantom
+
+        if args.layout != "acdc":
+            raise ValueError("--phantom cine draws the ACDC layout only")
+        out = write_cine_phantom(
+            args.out,
+            100 if args.train is None else args.train,
+            50 if args.test is None else args.test,
+            args.seed,
+            cine=args.cine,
+            progress=not args.no_progress,
+        )
+        print(out)
+        return 0
     out = write_synthetic(
         args.out,
         args.layout,
@@ -163,6 +178,12 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
         "--real-sizes",
         action="store_true",
         help="real in-plane sizes, slice counts and patient counts",
+    )
+    synth.add_argument(
+        "--phantom",
+        choices=["easy", "cine"],
+        default="easy",
+        help="easy: clean rings (CI); cine: as hard as real cine MRI, ACDC's real sizes and counts",
     )
     synth.add_argument("--cine", action="store_true", help="also write small 4D cines (ACDC)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -64,6 +64,7 @@ NonNegativeNumber = Annotated[float, Range(0)]
 
 class SyntheticConfig(Section):
     layout: Literal["acdc", "hvsmr"]
+    phantom: Literal["easy", "cine"]
     train: Positive
     test: NonNegative
     seed: int

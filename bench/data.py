@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.datasets import phantom_cine
 from bench.datasets.errors import DataError
 from bench.datasets.layout import read_dataset
 from bench.datasets.preprocess import PreprocessSettings, load_volumes
 from bench.datasets.split_checks import verify_split
 from bench.datasets.splits import Split, make_split
-from bench.datasets.synthetic import write_synthetic
+from bench.datasets.synthetic import EASY_VERSION, write_synthetic
 
 CLASS_NAMES = {"acdc": ("RV", "Myo", "LV"), "hvsmr": ("Myocardium", "BloodPool")}
 
@@ -43,22 +44,44 @@ def preprocess(
     )
 
 
+def data_source(data_cfg: dict) -> str:
+    """Where a run's data come from, as result rows record it: ``folder`` or
+    ``synthetic:<phantom>-v<version>`` (docs/FORMATS.md)."""
+    if data_cfg["root"] is not None:
+        return "folder"
+    phantom = data_cfg["synthetic"]["phantom"]
+    version = phantom_cine.VERSION if phantom == "cine" else EASY_VERSION
+    return f"synthetic:{phantom}-v{version}"
+
+
+def check_phantom(synth: dict) -> None:
+    from bench.config import ConfigError
+
+    if synth["phantom"] == "cine" and synth["layout"] != "acdc":
+        raise ConfigError("data.synthetic.phantom: 'cine' draws the ACDC layout only")
+
+
 def data_root(data_cfg: dict, run_dir: Path) -> Path:
     """The configured folder, or synthetic volumes made once inside the run folder."""
     if data_cfg["root"] is not None:
         return Path(data_cfg["root"])
     synth = data_cfg["synthetic"]
-    folder = run_dir / "data" / f"synthetic-{synth['layout']}"
+    check_phantom(synth)
+    name = synth["layout"] if synth["phantom"] == "easy" else f"{synth['layout']}-cine"
+    folder = run_dir / "data" / f"synthetic-{name}"
     done = folder / ".complete"
     if not done.exists():
-        write_synthetic(
-            folder,
-            synth["layout"],
-            synth["train"],
-            synth["test"],
-            synth["seed"],
-            real_sizes=synth["real_sizes"],
-        )
+        if synth["phantom"] == "cine":
+            phantom_cine.write_cine_phantom(folder, synth["train"], synth["test"], synth["seed"])
+        else:
+            write_synthetic(
+                folder,
+                synth["layout"],
+                synth["train"],
+                synth["test"],
+                synth["seed"],
+                real_sizes=synth["real_sizes"],
+            )
         done.write_text("ok\n")
     return folder
 

@@ -25,6 +25,7 @@ ROW_COLUMNS = [
     "pretrain_dataset",
     "finetune_mode",
     "dataset",
+    "data_source",
     "n_labeled",
     "fold",
     "client",

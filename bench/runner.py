@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from bench.config import Config, ConfigError, config_hash
 from bench.curves import record_finetuning, record_pretraining
-from bench.data import DataBundle
+from bench.data import DataBundle, data_source
 from bench.datasets.errors import DataError
 from bench.evaluation import predict_volume, score_volume
 from bench.federated.engine import run_task
@@ -243,6 +243,7 @@ class Runner:
             "pretrain_dataset": self.tasks.pretrain_dataset(),
             "finetune_mode": unit.mode,
             "dataset": bundle.layout,
+            "data_source": data_source(self.config["data"]),
             "n_labeled": unit.n,
             "fold": unit.fold,
             "seed": unit.seed,

@@ -19,6 +19,7 @@ from pathlib import Path
 from .synthetic_acdc import _write_acdc
 from .synthetic_hvsmr import _write_hvsmr
 
+EASY_VERSION = 1  # changes whenever the same seed would draw different data
 TINY = {"size_range": (64, 96), "slices_range": (6, 10)}
 REAL = {"size_range": (150, 430), "slices_range": (6, 21)}
 ACDC_REAL_COUNTS = (100, 50)

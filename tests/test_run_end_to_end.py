@@ -79,6 +79,7 @@ def test_all_rows_carry_the_same_split_hash_and_provenance(reference_run):
     assert frame["split_hash"].nunique() == 1
     for column in ("seed", "config_hash", "code_version", "versions"):
         assert frame[column].notna().all() and frame[column].nunique() == 1
+    assert set(frame["data_source"]) == {"synthetic:easy-v1"}  # tiny: the easy phantom
 
 
 def test_same_seed_same_command_gives_identical_rows(reference_run, tmp_path):

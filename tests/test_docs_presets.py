@@ -12,13 +12,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def readme_rows() -> dict[str, str]:
     text = (REPO / "README.md").read_text()
-    return {m[1]: m[0] for m in re.finditer(r"^\| `(\w+)` \|.*$", text, re.MULTILINE)}
+    return {m[1]: m[0] for m in re.finditer(r"^\| `([\w-]+)` \|.*$", text, re.MULTILINE)}
 
 
 def protocol_items() -> dict[str, str]:
     text = (REPO / "docs" / "PROTOCOL.md").read_text()
     section = text[text.index("## Presets") :]
-    items = re.findall(r"^- `(\w+)`: (.*?)(?=^- `|^\s*$)", section, re.MULTILINE | re.DOTALL)
+    items = re.findall(r"^- `([\w-]+)`: (.*?)(?=^- `|^\s*$)", section, re.MULTILINE | re.DOTALL)
     return {name: " ".join(body.split()) for name, body in items}
 
 

@@ -39,8 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._phantom import bias_field, seeded_rng, smooth_noise
+from ._pool import run_tasks
 from .acdc import GROUPS
-from .synthetic import _bias, _phase_curve, _rng, _run, _save_acdc, _smooth_noise
+from .synthetic_acdc import _phase_curve, _save_acdc
 
 NAME = "cine"
 VERSION = 1
@@ -257,7 +259,7 @@ class CineHeart:
         _paint(image, _soft(body + fat_mm, sp), self.level["muscle"])
         _paint(image, _soft(body + fat_mm + muscle_mm, sp), self.level["mediastinum"])
         # lungs either side of the heart, dark with bright vessels
-        vessels = 0.3 * np.clip(_smooth_noise(rng, y.shape, 3) - 1.0, 0, None)
+        vessels = 0.3 * np.clip(smooth_noise(rng, y.shape, 3) - 1.0, 0, None)
         for side in (-1, 1):
             ly, lx = rng.uniform(55, 80) * s, rng.uniform(40, 60) * s
             cx = side * (self.r_epi + lx + rng.uniform(10, 25) + (side < 0) * 25 * s)
@@ -279,9 +281,9 @@ class CineHeart:
         coils = np.sqrt(coils)
         coils /= np.median(coils[body < -0.3 * math.sqrt(ry * rx)])
         shade = (1 - self.hard.shading) + self.hard.shading * np.clip(coils, 0, 2.5)
-        self.bias = (shade[None] * _bias(rng, (z,) + y.shape)).astype(np.float32)
+        self.bias = (shade[None] * bias_field(rng, (z,) + y.shape)).astype(np.float32)
         # per-slice texture, and the liver, which rises into the slices towards the apex
-        texture = 1 + 0.12 * _smooth_noise(rng, (z,) + y.shape, 5)
+        texture = 1 + 0.12 * smooth_noise(rng, (z,) + y.shape, 5)
         chest = image[None] * texture
         yz, xz = self._heart_frame(self.yy, self.xx, self.shifts)
         grow = np.clip((self.u_centre - 0.45) / 0.5, 0, 1)[:, None, None]
@@ -390,7 +392,7 @@ class CineHeart:
 def _write_patient(
     folder: Path, case: _Case, seed: int, index: int, hard: Difficulty, cine: bool, labeled: bool
 ):
-    heart = CineHeart(case, _rng(seed, 12, index), hard)
+    heart = CineHeart(case, seeded_rng(seed, 12, index), hard)
     folder.mkdir(parents=True, exist_ok=True)
     info = {
         "ED": case.ed,
@@ -404,7 +406,7 @@ def _write_patient(
     curve = _phase_curve(case.nb_frames, case.ed, case.es)
     frames = range(1, case.nb_frames + 1) if cine else (case.ed, case.es)
     spacing = (case.spacing, case.spacing, case.slice_spacing)
-    rng = _rng(seed, 13, index)
+    rng = seeded_rng(seed, 13, index)
     dtype = str(rng.choice(["int16", "int16", "int16", "float32", "uint8"]))
     gain = {"uint8": rng.uniform(120, 200), "int16": rng.uniform(200, 1500)}.get(
         dtype, rng.uniform(50, 500)
@@ -412,7 +414,9 @@ def _write_patient(
     stack = []
     for f in frames:
         labels, signal = heart.render(float(curve[f - 1]))
-        image = add_rician_noise(signal, heart.blood / heart.snr, _rng(seed, 14, index, f)) * gain
+        image = (
+            add_rician_noise(signal, heart.blood / heart.snr, seeded_rng(seed, 14, index, f)) * gain
+        )
         if dtype != "float32":
             top = 255 if dtype == "uint8" else 32767
             image = np.clip(np.rint(image), 0, top)
@@ -433,12 +437,12 @@ def _write_patient(
 def draw_cases(n_train: int, n_test: int, seed: int, hard: Difficulty, cine: bool):
     """Every patient's subset and case, from the seed alone (pathology groups in ACDC's blocks)."""
     jobs = [("training", i, GROUPS[min(4, i * 5 // max(1, n_train))]) for i in range(n_train)]
-    test_groups = _rng(seed, 17).permutation(np.resize(np.array(GROUPS), n_test))
+    test_groups = seeded_rng(seed, 17).permutation(np.resize(np.array(GROUPS), n_test))
     jobs += [("testing", n_train + i, str(g)) for i, g in enumerate(test_groups)]
     force_ed_at = min(3, n_train - 1) if n_train > 1 else -1  # at least one ED != 1, as in ACDC
     cases = []
     for subset, i, group in jobs:
-        rng = _rng(seed, 11, i)
+        rng = seeded_rng(seed, 11, i)
         nb = int(rng.integers(6, 11) if cine else rng.integers(12, 36))
         force_ed = 4 if (i == force_ed_at and nb >= 6) else 0
         cases.append((subset, i, _draw_case(rng, f"patient{i + 1:03d}", group, nb, force_ed, hard)))
@@ -475,5 +479,7 @@ def write_cine_phantom(
         )
         for subset, i, case in draw_cases(n_train, n_test, seed, hard, cine)
     ]
-    _run(tasks, progress, "synth acdc (cine phantom)", workers)
+    run_tasks(
+        tasks, workers=workers, progress=progress, desc="synth acdc (cine phantom)", unit="patient"
+    )
     return out

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bench.data import data_source
+from bench.datasets._phantom import seeded_rng
 from bench.datasets.acdc import GROUPS, read_acdc
 from bench.datasets.layout import detect_layout
 from bench.datasets.nifti import LABEL_VALUES, load_image, load_pair
@@ -15,7 +16,6 @@ from bench.datasets.phantom_cine import (
     draw_cases,
     write_cine_phantom,
 )
-from bench.datasets.synthetic import _rng
 
 N_TRAIN, N_TEST = 5, 1  # one patient per pathology group, one testing patient
 
@@ -113,7 +113,7 @@ def test_air_in_the_written_images_is_rayleigh_distributed(root):
     not Gaussian clipped at zero (1.32); the test reproduces each patient's draw."""
     cases = draw_cases(N_TRAIN, N_TEST, seed=3, hard=Difficulty(), cine=False)
     for (_, index, case), record in zip(cases, read_acdc(root), strict=True):
-        heart = CineHeart(case, _rng(3, 12, index), Difficulty())
+        heart = CineHeart(case, seeded_rng(3, 12, index), Difficulty())
         _, signal = heart.render(0.0)
         image = load_image(next(f for f in record.frames if f.phase == "ED").image_path)[0]
         air = image[signal == 0].astype(np.float64)

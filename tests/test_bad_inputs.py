@@ -682,7 +682,7 @@ def _unit_text(ctx, unit=RANDOM_UNIT) -> str:
 def _set_dice(text: str, value: str) -> str:
     lines = text.splitlines()
     fields = lines[1].split(",")
-    fields[11] = value
+    fields[lines[0].split(",").index("dice")] = value
     return "\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n"
 
 

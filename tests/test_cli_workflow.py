@@ -140,7 +140,7 @@ def test_split_naming_patients_absent_from_the_data_is_refused(tmp_path):
     from bench.datasets.errors import DataError
 
     split = make_split(records(), clients=3, n_values=(1, 2), folds=2, test="holdout", seed=4)
-    gone = split.clients[1].test[0]
+    gone = split.clients[1].all_test_patients()[0]
     fewer = [r for r in records() if r.patient_id != gone]
     with pytest.raises(DataError, match=rf"client 1 test patient '{gone}' is not in"):
         check_split_matches_data(split, fewer, tmp_path / "split.json", tmp_path)

@@ -31,7 +31,10 @@ def uniform_loss(name: str, slices_per_step: int, partitions: int, hparams: dict
             return math.log(2 * slices_per_step - 1)
         return math.log(1 + 2 * slices_per_step * (partitions - 1) // partitions)
     if name in ("fcl", "local_cl"):
-        # Two terms, each log(1 + |N(q)|): the other partitions' share of the K drawn features.
-        others = hparams["num_sampled"] * (partitions - 1) / partitions
-        return 2 * math.log(1 + others)
+        # Two terms, each log(1 + |N(q)|): N(q) is all K drawn features as the paper writes the
+        # sum, or the other partitions' share of them (``negatives: other_partitions``).
+        drawn = hparams["num_sampled"]
+        if hparams.get("negatives", "all_sampled") == "all_sampled":
+            return 2 * math.log(1 + drawn)
+        return 2 * math.log(1 + drawn * (partitions - 1) / partitions)
     return None

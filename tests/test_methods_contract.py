@@ -18,7 +18,8 @@ METHODS = available_methods()
 TRAINED = [name for name, cls in METHODS.items() if cls.needs_pretraining]
 WIDTHS = (8, 16, 32, 64)
 # The paper's U-Net, and a timm encoder (BatchNorm swapped for instance norm) under it.
-ENCODERS = ["unet", "timm/resnet18"]
+# The timm cases run in the full suite (CI), not in the fast tier.
+ENCODERS = ["unet", pytest.param("timm/resnet18", marks=pytest.mark.slow)]
 
 
 def build(name: str, client_id: int = 0, seed: int = 0, encoder: str = "unet"):

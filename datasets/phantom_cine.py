@@ -42,7 +42,7 @@ import numpy as np
 from ._phantom import bias_field, seeded_rng, smooth_noise
 from ._pool import run_tasks
 from .acdc import GROUPS
-from .synthetic_acdc import _phase_curve, _save_acdc
+from .synthetic_acdc import _AcdcCase, _phase_curve, _save_acdc
 
 NAME = "cine"
 VERSION = 1
@@ -71,17 +71,9 @@ class Difficulty:
 
 
 @dataclass
-class _Case:
-    pid: str
-    group: str
-    shape: tuple[int, int, int]  # (Z, H, W)
-    spacing: float
-    slice_spacing: float
-    nb_frames: int
-    ed: int
-    es: int
-    height: float
-    weight: float
+class _Case(_AcdcCase):
+    """The ACDC case record, and the cine phantom's heart geometry."""
+
     size: float  # heart size factor
     u_first: float  # long-axis position of the first slice (0 base, 1 apex)
     length: float  # LV length from base to apex, mm

@@ -150,42 +150,78 @@ def test_a_unit_that_hits_its_maximum_is_not_converged(tmp_path, mode):
         assert client["rounds_trained"] == 3 and 1 <= client["chosen_round"] <= 3
 
 
-@pytest.mark.parametrize(
-    ("mode", "validation"),
-    [
-        ("local", True),
-        ("federated", True),
-        pytest.param("federated", False, marks=pytest.mark.slow),
-    ],
-)
-def test_a_unit_stopped_by_the_rule_keeps_the_model_of_its_chosen_round(tmp_path, mode, validation):
-    # No score can gain 1.0 (Dice, or ln of the loss): round 1 stays the best and
-    # training stops two rounds later, before the maximum of 6.
-    delta = {"min_delta": 1.0} if validation else {"loss_min_delta": 1.0}
-    task = make_task(tmp_path, "rule", mode, validation=validation, patience=2, rounds=6, **delta)
+# Validation Dice scripted per client and round: client 0's best round is 2 (it stops after
+# round 4, patience 2), client 1's is 3 (it stops after round 5); FedAvg scores their mean.
+SCRIPTED = ([0.1, 0.5, 0.3, 0.2], [0.1, 0.2, 0.6, 0.5, 0.4])
+
+
+@pytest.fixture
+def scripted_dice(monkeypatch):
+    """Replaces the validation Dice by SCRIPTED, keyed by the validation list a task scores.
+
+    Training draws nothing from the scoring, so the models are those of real training;
+    lists not registered (the reference units) score 0.
+    """
+    scripts = {}
+
+    def fake(model, volumes, num_classes, device):
+        queue = scripts.get(id(volumes))
+        return queue.pop(0) if queue else 0.0
+
+    monkeypatch.setattr("bench.finetune.mean_dice", fake)
+    return lambda task: scripts.update(
+        {id(v): list(s) for v, s in zip(task.validation, SCRIPTED, strict=True)}
+    )
+
+
+@pytest.mark.parametrize("mode", ["local", "federated"])
+def test_a_unit_stopped_by_the_rule_keeps_the_model_of_its_chosen_round(
+    tmp_path, mode, scripted_dice
+):
+    task = make_task(tmp_path, "rule", mode, patience=2, rounds=8, min_delta=0.01)
+    scripted_dice(task)
+    final, kept, outcome = train(task)
+    if mode == "local":
+        # Each client chooses and stops on its own; the task ends when the last one stops.
+        assert final["rounds"] == 5
+        expected = [(2, 4), (3, 5)]
+    else:
+        # Mean of the scripts: 0.1, 0.35, 0.45, 0.35 -> round 3 is best, stop after round 5.
+        assert final["rounds"] == 5 and final["stopped"]
+        expected = [(3, 5), (3, 5)]
+    for client, (chosen, trained) in zip(outcome, expected, strict=True):
+        assert client == {
+            "criterion": "val_dice",
+            "chosen_round": chosen,
+            "rounds_trained": trained,
+            "stopped_by": "rule",
+            "converged": True,
+        }
+    # The model kept is the one a unit trained for exactly its chosen round gives, not the last.
+    last = last_models(task, final)
+    for c, (chosen, _) in enumerate(expected):
+        assert_same_models([kept[c]], [trained_for(tmp_path, mode, chosen)[c]])
+        assert not all(torch.equal(kept[c][k], last[c][k]) for k in kept[c])
+
+
+@pytest.mark.slow
+def test_without_validation_the_loss_rule_stops_and_keeps_its_chosen_round(tmp_path):
+    # No score can gain 1.0 in ln of the loss: round 1 stays the best and training stops two
+    # rounds later, before the maximum of 6.
+    task = make_task(
+        tmp_path, "rule", "federated", validation=False, patience=2, rounds=6, loss_min_delta=1.0
+    )
     final, kept, outcome = train(task)
     assert final["rounds"] == 3 and final["stopped"]
     for client in outcome:
         assert client == {
-            "criterion": "val_dice" if validation else "loss",
+            "criterion": "loss",
             "chosen_round": 1,
             "rounds_trained": 3,
             "stopped_by": "rule",
             "converged": True,
         }
-    # The model kept is the one a unit trained for exactly that round gives.
-    assert_same_models(kept, trained_for(tmp_path, mode, 1, validation))
-    last = trained_for(tmp_path, mode, 3, validation)
-    assert not all(torch.equal(kept[0][k], last[0][k]) for k in kept[0])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["local", "federated"])
-def test_a_later_chosen_round_is_that_rounds_model(tmp_path, mode):
-    _, kept, outcome = train(make_task(tmp_path, "rule", mode, patience=1, rounds=5))
-    for client, (summary, model) in enumerate(zip(outcome, kept, strict=True)):
-        again = trained_for(tmp_path, mode, summary["chosen_round"])
-        assert_same_models([model], [again[client]])
+    assert_same_models(kept, trained_for(tmp_path, "federated", 1, validation=False))
 
 
 class Interrupted(FinetuneTask):

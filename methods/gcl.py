@@ -21,11 +21,11 @@ Two stages, switched by round (``global_fraction`` of the rounds, then the rest)
    "partitions" of the paper (Sec. 3.1).
 
 2. **Local stage** (the first ``decoder_blocks`` decoder blocks d_l + 1x1
-   head g2; the encoder frozen). Two intensity-only views of each slice
-   (positions stay aligned) give feature maps f = g2(d_l(e(x))). Local
-   regions of 3x3 at ``num_regions`` fixed positions are flattened and
-   projected to 128-d vectors (the official code's ``local_reg_size=1,
-   wgt_en=1``). For a pair of maps (f, f+) and a region r (Eq. 3-4):
+   head g2; the encoder frozen). Two intensity-augmented views of each slice
+   give feature maps f = g2(d_l(e(x))). Local regions of 3x3 at ``num_regions``
+   positions are flattened and projected to 128-d vectors (the official code's
+   ``local_reg_size=1, wgt_en=1``). For a pair of maps (f, f+) and a region r
+   (Eq. 3-4):
 
        l(f, f+, r) = -log( e^{sim(f_r, f+_r)/tau}
                            / (e^{sim(f_r, f+_r)/tau}
@@ -34,6 +34,21 @@ Two stages, switched by round (``global_fraction`` of the rounds, then the rest)
    N(r): the ``num_negatives`` regions nearest to r, taken from both maps.
    L^R pairs the two views of each slice; L^D also pairs each map with the
    maps of same-partition slices of other volumes.
+
+   **Views cropped at different offsets** (``local_crop``, a bench change).
+   In the paper and the official code both views are the whole slice, so a
+   region and its positive sit at the same position of their maps while the
+   negatives sit elsewhere: a decoder that encodes position (zero padding
+   tells it where the borders are) solves the loss without reading the image.
+   Measured: on slices without content (one constant value each) the aligned
+   loss is 0.22 at initialisation and 0.000 after 20 steps, against a uniform
+   value of log(1 + 2 x 5) = 2.40 (docs/PROTOCOL.md, "GCL options"). Here each
+   view is a crop of ``local_crop`` of the side at its own random offset (a
+   multiple of the map's stride, so that map cells correspond exactly); a pair
+   of maps is compared on the part of the slice both show: the regions are laid
+   out on that overlap and each is read at its own position in each map, so a
+   positive holds the same pixels at a different position. ``local_crop: 1.0``
+   gives the aligned views of the paper.
 
 The paper trains centrally; here the encoder, decoder and both heads are
 averaged with FedAvg. pretrained_parts: encoder and decoder (decoder blocks
@@ -44,6 +59,7 @@ as in the official code).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import ClassVar
 
 import torch
@@ -143,19 +159,23 @@ def nearest_regions(positions: list[tuple[int, int]], count: int) -> torch.Tenso
 
 
 def local_contrastive_loss(
-    regions: torch.Tensor, pairs: torch.Tensor, negatives: torch.Tensor, temperature: float
+    anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """Chaitanya et al. 2020, Eq. 3-4: mean of l(f, f+, r) over the map pairs and regions.
 
-    regions (M, R, D): region vectors of M feature maps; pairs (P, 2): (anchor
-    map, positive map) indices; negatives (R, n): each region's negative regions,
-    taken from both the anchor and the positive map.
+    anchors, positives (P, R, D): the region vectors of each pair's anchor map and positive
+    map, region r of both covering the same part of the image; negatives (R, n) or (P, R, n):
+    each region's negative regions (indices into R), taken from both the anchor and the
+    positive map.
     """
-    z = F.normalize(regions, dim=-1)
-    anchor, positive = z[pairs[:, 0]], z[pairs[:, 1]]  # (P, R, D)
-    pos_logits = (anchor * positive).sum(-1) / temperature  # (P, R)
-    neg_from_anchor = torch.einsum("prd,prnd->prn", anchor, anchor[:, negatives]) / temperature
-    neg_from_positive = torch.einsum("prd,prnd->prn", anchor, positive[:, negatives]) / temperature
+    a, p = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
+    pairs, regions = a.shape[:2]
+    if negatives.dim() == 2:
+        negatives = negatives.expand(pairs, regions, -1)
+    index = torch.arange(pairs, device=a.device)[:, None, None]
+    pos_logits = (a * p).sum(-1) / temperature  # (P, R)
+    neg_from_anchor = torch.einsum("prd,prnd->prn", a, a[index, negatives]) / temperature
+    neg_from_positive = torch.einsum("prd,prnd->prn", a, p[index, negatives]) / temperature
     neg_logits = torch.cat([neg_from_anchor, neg_from_positive], dim=2)  # (P, R, 2n)
     pos_logits = pos_logits.reshape(-1, 1)
     neg_logits = neg_logits.reshape(pos_logits.shape[0], -1)
@@ -165,6 +185,47 @@ def local_contrastive_loss(
         neg_logits,
         torch.ones_like(neg_logits, dtype=torch.bool),
     )
+
+
+@lru_cache(maxsize=256)
+def _overlap_layout(height: int, width: int, num_regions: int, num_negatives: int):
+    """Region corners and nearest negatives on an overlap of ``height`` x ``width`` cells."""
+    positions = region_positions(height, width, num_regions)
+    return torch.tensor(positions), nearest_regions(positions, num_negatives)
+
+
+def pair_regions(
+    offsets: torch.Tensor, pairs: torch.Tensor, side: int, num_regions: int, num_negatives: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each pair's regions lie in its two maps, and their negatives.
+
+    offsets (M, 2): each map's crop origin in the slice, in map cells; every map is ``side``
+    cells square; pairs (P, 2): (anchor, positive) map indices. The regions are laid out on
+    the part of the slice both maps of a pair show. Returns the corners in the anchor map and
+    in the positive map, (P, R, 2) each, and the negatives (P, R, n).
+    """
+    first, second = offsets[pairs[:, 0]], offsets[pairs[:, 1]]
+    origin = torch.maximum(first, second)  # the overlap's corner in slice cells
+    extent = side - (first - second).abs()
+    corners, negatives = [], []
+    for height, width in extent.tolist():
+        layout, nearest = _overlap_layout(height, width, num_regions, num_negatives)
+        corners.append(layout)
+        negatives.append(nearest)
+    corners = torch.stack(corners).to(offsets.device)  # (P, R, 2), from the overlap's corner
+    anchor_at = corners + (origin - first)[:, None, :]
+    positive_at = corners + (origin - second)[:, None, :]
+    return anchor_at, positive_at, torch.stack(negatives).to(offsets.device)
+
+
+def region_windows(maps: torch.Tensor, index: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """The 3x3 windows of maps[index[p]] at corners[p] (P, R, 2), flattened as (C, 3, 3):
+    (P, R, C * 9)."""
+    step = torch.arange(REGION_SIZE, device=maps.device)
+    y = corners[..., 0, None, None] + step[:, None]  # (P, R, 3, 1)
+    x = corners[..., 1, None, None] + step[None, :]  # (P, R, 1, 3)
+    windows = maps.permute(0, 2, 3, 1)[index[:, None, None, None], y, x]  # (P, R, 3, 3, C)
+    return windows.permute(0, 1, 4, 2, 3).flatten(2)
 
 
 @register_method
@@ -188,6 +249,7 @@ class GlobalLocalContrastive(PretrainMethod):
         "region_dim": 128,
         "g1_input": "pooled",
         "gd_minus_unaugmented_copy": False,
+        "local_crop": 0.75,
     }
     sources: ClassVar[dict[str, str]] = {
         "global_strategy": "GD, the best ACDC encoder strategy of Chaitanya et al. 2020",
@@ -215,6 +277,11 @@ class GlobalLocalContrastive(PretrainMethod):
         "num_negatives": "5 nearest regions from each of the two maps, official code",
         "region_dim": "128, the dense layer on the flattened 3x3 region in the official code "
         "(wgt_en=1)",
+        "local_crop": "choice (bench): each local-stage view is a crop of this fraction of the "
+        "side (rounded down to the U-Net's downsampling) at its own random offset, regions "
+        "matched by content, so that the loss cannot be solved from position alone; 1.0: the "
+        "paper's aligned whole-slice views, which a decoder solves from position "
+        "(docs/PROTOCOL.md, GCL options)",
     }
     federation = "fedavg"
     pretrained_parts = ("encoder", "decoder")
@@ -240,6 +307,10 @@ class GlobalLocalContrastive(PretrainMethod):
         self.decoder_blocks = min(int(hp["decoder_blocks"]), len(unet.decoder.ups))
         if not 0.0 <= hp["global_fraction"] <= 1.0:
             raise ValueError(f"global_fraction: {hp['global_fraction']} not in [0, 1]")
+        if not 0.0 < hp["local_crop"] <= 1.0:
+            raise ValueError(f"local_crop: {hp['local_crop']} not in (0, 1]")
+        if hp["local_crop"] < 1.0 and self.image_size is not None:
+            self.crop_side(self.image_size)  # refused before any training, not at the local stage
         if hp["g1_input"] not in G1_INPUTS:
             raise ValueError(f"g1_input: unknown {hp['g1_input']!r}; expected one of {G1_INPUTS}")
         # g1: dense layers without bias, as in the official code.
@@ -341,14 +412,53 @@ class GlobalLocalContrastive(PretrainMethod):
             x = up(x, skip)
         return self.local_head(x)
 
-    def region_vectors(self, maps: torch.Tensor) -> torch.Tensor:
-        """(M, C, H, W) maps -> (M, R, region_dim): each 3x3 region flattened and projected."""
-        positions = region_positions(maps.shape[2], maps.shape[3], self.hparams["num_regions"])
-        windows = torch.stack(
-            [maps[:, :, y : y + REGION_SIZE, x : x + REGION_SIZE].flatten(1) for y, x in positions],
-            dim=1,
+    @property
+    def local_stride(self) -> int:
+        """Input pixels per cell of the local feature map."""
+        return self.unet.downsampling // 2**self.decoder_blocks
+
+    def crop_views(
+        self, views: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each view cropped to ``local_crop`` of the side at its own random offset.
+
+        Offsets are multiples of the local map's stride, so that a map cell covers the same
+        pixels in every crop. Returns the crops and each crop's offset in map cells (M, 2).
+        """
+        side, stride = views.shape[-1], self.local_stride
+        crop = side if self.hparams["local_crop"] >= 1.0 else self.crop_side(side)
+        most = (side - crop) // stride
+        # The second view of slice i (views i and i + B) is cropped at the mirror image of the
+        # first's offset: their shift is uniform over [-most, most] on each axis (two
+        # independent offsets would make small shifts, which position alone can tell, likelier).
+        first = torch.randint(0, most + 1, (views.shape[0] // 2, 2), generator=generator)
+        offsets = torch.cat([first, most - first])
+        crops = torch.stack(
+            [
+                view[:, y * stride : y * stride + crop, x * stride : x * stride + crop]
+                for view, (y, x) in zip(views, offsets.tolist(), strict=True)
+            ]
         )
-        return self.region_projection(windows)
+        return crops, offsets.to(views.device)
+
+    def crop_side(self, side: int) -> int:
+        """The crops' side: the multiple of the U-Net's downsampling nearest to ``local_crop`` of
+        the slice's among those that leave room for a shift and overlap enough for the regions."""
+        downsampling, stride = self.unet.downsampling, self.local_stride
+        fitting = [
+            crop
+            for crop in range(downsampling, side, downsampling)
+            if (2 * crop - side) // stride >= REGION_SIZE + 1  # the least two crops share
+        ]
+        if not fitting:
+            raise ValueError(
+                f"local_crop: {self.hparams['local_crop']}: no crop of a {side}-px slice that "
+                f"is a multiple of the U-Net's downsampling ({downsampling} px) leaves room for "
+                f"a shift and {REGION_SIZE + 1} map cells of overlap; use local_crop: 1.0 (the "
+                "paper's aligned views) or larger slices"
+            )
+        target = self.hparams["local_crop"] * side
+        return min(fitting, key=lambda crop: (abs(crop - target), -crop))
 
     def local_pairs(self, partitions: torch.Tensor, volumes: torch.Tensor) -> torch.Tensor:
         """(anchor, positive) map index pairs: L^R the two views of each slice; L^D also the
@@ -361,12 +471,19 @@ class GlobalLocalContrastive(PretrainMethod):
         images = batch["image"]
         view_a = random_intensity(images, generator)
         view_b = random_intensity(images, generator)
-        maps = self.local_features(torch.cat([view_a, view_b]))
-        regions = self.region_vectors(maps)
-        positions = region_positions(maps.shape[2], maps.shape[3], self.hparams["num_regions"])
-        negatives = nearest_regions(positions, self.hparams["num_negatives"]).to(maps.device)
+        crops, offsets = self.crop_views(torch.cat([view_a, view_b]), generator)
+        maps = self.local_features(crops)
         pairs = self.local_pairs(batch["partition"].to(images.device), batch["volume"])
+        anchor_at, positive_at, negatives = pair_regions(
+            offsets,
+            pairs,
+            maps.shape[-1],
+            self.hparams["num_regions"],
+            self.hparams["num_negatives"],
+        )
+        anchors = self.region_projection(region_windows(maps, pairs[:, 0], anchor_at))
+        positives = self.region_projection(region_windows(maps, pairs[:, 1], positive_at))
         with torch.autocast(device_type=images.device.type, enabled=False):  # float32 loss
             return local_contrastive_loss(
-                regions.float(), pairs, negatives, self.hparams["local_temperature"]
+                anchors.float(), positives.float(), negatives, self.hparams["local_temperature"]
             )

@@ -17,7 +17,9 @@ from bench.methods.gcl import (
     global_masks,
     local_contrastive_loss,
     nearest_regions,
+    pair_regions,
     region_positions,
+    region_windows,
 )
 
 # Hand-made batch: 3 volumes x 2 partitions, plus volume 0 drawn a second time.
@@ -103,22 +105,33 @@ def test_global_loss_equals_explicit_loops(strategy):
 
 def test_local_loss_equals_explicit_loops():
     tau = 0.5
-    regions = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(1))
-    pairs = torch.tensor([[0, 1], [1, 0], [2, 3]])
-    negatives = torch.tensor([[1, 2], [0, 2], [1, 3], [2, 4], [3, 1]])
-    loss = float(local_contrastive_loss(regions, pairs, negatives, tau))
-    z = F.normalize(regions, dim=-1)
+    g = torch.Generator().manual_seed(1)
+    anchors, positives = torch.randn(3, 5, 3, generator=g), torch.randn(3, 5, 3, generator=g)
+    # Each pair has its own negatives (its own overlap's layout).
+    negatives = torch.tensor(
+        [
+            [[1, 2], [0, 2], [1, 3], [2, 4], [3, 1]],
+            [[4, 2], [0, 3], [1, 0], [2, 4], [3, 0]],
+            [[1, 3], [2, 4], [1, 3], [0, 4], [3, 2]],
+        ]
+    )
+    loss = float(local_contrastive_loss(anchors, positives, negatives, tau))
+    a, p = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
     terms = []
-    for a, p in pairs.tolist():
+    for pair in range(3):
         for r in range(5):
-            num = math.exp(float(z[a, r] @ z[p, r]) / tau)
+            num = math.exp(float(a[pair, r] @ p[pair, r]) / tau)
             den = num
-            for n in negatives[r].tolist():  # nearby regions of both maps
-                den += math.exp(float(z[a, r] @ z[a, n]) / tau) + math.exp(
-                    float(z[a, r] @ z[p, n]) / tau
+            for n in negatives[pair, r].tolist():  # nearby regions of both maps
+                den += math.exp(float(a[pair, r] @ a[pair, n]) / tau) + math.exp(
+                    float(a[pair, r] @ p[pair, n]) / tau
                 )
             terms.append(-math.log(num / den))
     assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+    # One set of negatives for every pair broadcasts.
+    shared = float(local_contrastive_loss(anchors, positives, negatives[0], tau))
+    expected = float(local_contrastive_loss(anchors, positives, negatives[0].expand(3, 5, 2), tau))
+    assert shared == pytest.approx(expected, rel=1e-6)
 
 
 def test_region_layout_and_nearest_negatives():
@@ -264,3 +277,87 @@ def test_g1_options_flattened_bottleneck_and_third_copy_train():
     assert _method().global_head[0].in_features == 16 * DEFAULT_EMBED_GRID**2
     with pytest.raises(ValueError, match="needs the image size"):
         _method(g1_input="flattened")
+
+
+# ------------------------------------------------- the local stage's views: content, not position
+
+
+def _local_views(method, volumes=2, partitions=4, size=32):
+    """Crops of 2 x (volumes x partitions) views, their offsets and the map pairs of L^R."""
+    n = volumes * partitions
+    g = torch.Generator().manual_seed(3)
+    # Every pixel of the slice holds its own value: equal windows mean the same pixels.
+    slices = torch.arange(n * size * size, dtype=torch.float32).reshape(n, 1, size, size)
+    crops, offsets = method.crop_views(torch.cat([slices, slices]), g)
+    pairs = method.local_pairs(
+        torch.arange(partitions).repeat(volumes), torch.arange(volumes).repeat_interleave(n // 2)
+    )
+    return crops, offsets, pairs
+
+
+def test_cropped_views_match_regions_by_content():
+    method = _method(local_crop=0.75)  # 4 levels: the local map has the input's resolution
+    assert method.local_stride == 1 and method.crop_side(32) == 24
+    crops, offsets, pairs = _local_views(method)
+    assert crops.shape[-2:] == (24, 24)
+    assert len({tuple(o) for o in offsets.tolist()}) > 2  # views are cropped at many offsets
+    anchor_at, positive_at, negatives = pair_regions(offsets, pairs, 24, 13, 5)
+    anchors = region_windows(crops, pairs[:, 0], anchor_at)
+    positives = region_windows(crops, pairs[:, 1], positive_at)
+    # Region r of a pair holds the same pixels in both maps ...
+    assert torch.equal(anchors, positives)
+    # ... at different positions of the two maps wherever the views' offsets differ,
+    shifted = (offsets[pairs[:, 0]] != offsets[pairs[:, 1]]).any(1)
+    assert shifted.any()
+    assert (anchor_at[shifted] != positive_at[shifted]).any(-1).all()
+    # and the 13 regions of a pair are 13 different places of the slice, each with 5 others as
+    # negatives.
+    assert all(len({tuple(c) for c in corners.tolist()}) == 13 for corners in anchor_at)
+    assert negatives.shape == (len(pairs), 13, 5)
+    assert not (negatives == torch.arange(13)[None, :, None]).any()
+
+
+def test_aligned_views_are_the_papers_whole_slices():
+    method = _method(local_crop=1.0)
+    crops, offsets, pairs = _local_views(method)
+    assert crops.shape[-1] == 32 and not offsets.any()
+    anchor_at, positive_at, negatives = pair_regions(offsets, pairs, 32, 13, 5)
+    layout = torch.tensor(region_positions(32, 32, 13))
+    assert torch.equal(anchor_at, layout.expand_as(anchor_at)) and torch.equal(
+        anchor_at, positive_at
+    )
+    assert torch.equal(negatives[0], nearest_regions(region_positions(32, 32, 13), 5))
+
+
+@pytest.mark.parametrize(("crop", "low", "high"), [(1.0, 0.0, 0.01), (0.75, 0.85, 2.0)])
+def test_features_that_encode_only_position_solve_aligned_views_not_cropped_ones(crop, low, high):
+    """A decoder can tell where it is in its input (zero padding shows the borders); here a map
+    whose features are a random code of the position alone, the same for every input."""
+    method = _method(local_crop=crop)
+    crops, offsets, pairs = _local_views(method)
+    side = crops.shape[-1]
+    code = torch.randn(16, side, side, generator=torch.Generator().manual_seed(4))
+    maps = code.expand(len(crops), -1, -1, -1)
+    anchor_at, positive_at, negatives = pair_regions(offsets, pairs, side, 13, 5)
+    loss = local_contrastive_loss(
+        region_windows(maps, pairs[:, 0], anchor_at),
+        region_windows(maps, pairs[:, 1], positive_at),
+        negatives,
+        0.1,
+    )
+    uniform = math.log(1 + 2 * 5)  # every similarity equal
+    assert low * uniform <= float(loss) <= high * uniform
+
+
+def test_the_crop_is_the_nearest_that_fits_and_a_slice_too_small_is_refused():
+    method = _method(local_crop=0.3)  # downsampling 8: crops of 8, 16 or 24 px at 32 px
+    assert method.crop_side(32) == 24  # the only one whose two crops share 4 x 4 cells
+    assert _method(local_crop=0.6).crop_side(64) == 40
+    with pytest.raises(ValueError, match="local_crop"):
+        method.crop_side(16)
+    # Known slice size: refused when the method is built, before any training.
+    with pytest.raises(ValueError, match="local_crop: 0.75: no crop of a 16-px slice"):
+        GlobalLocalContrastive(UNet2D(widths=(4, 8, 16, 16)), {}, image_size=16)
+    GlobalLocalContrastive(UNet2D(widths=(4, 8, 16, 16)), {"local_crop": 1.0}, image_size=16)
+    with pytest.raises(ValueError, match="local_crop"):
+        _method(local_crop=0.0)

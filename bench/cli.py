@@ -164,6 +164,12 @@ def add_run_command(commands) -> None:
             bench run --methods all --preset paper --dry-run     # units and projected hours
         """,
     )
+    add_run_options(run)
+    run.set_defaults(func=cmd_run)
+
+
+def add_run_options(run) -> None:
+    """The options of ``bench run`` (``bench federation submit`` takes the same)."""
     run.add_argument(
         "--methods",
         required=True,
@@ -256,7 +262,6 @@ def add_run_command(commands) -> None:
         "(default: runs/profile-*; steps no profile has are timed here on the CPU); "
         "e.g. --profile runs/profile-tiny",
     )
-    run.set_defaults(func=cmd_run)
 
 
 def add_methods_command(commands) -> None:
@@ -299,6 +304,7 @@ def package_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from bench.cli_data import add_data_commands
     from bench.cli_export import add_export_command
+    from bench.cli_site import add_site_commands
     from bench.profile.cli import add_profile_command
     from bench.reports.cli import add_report_command
 
@@ -318,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(commands)
     add_profile_command(commands)
     add_export_command(commands)
+    add_site_commands(commands)
     return parser
 
 

@@ -81,6 +81,7 @@ class PreprocessConfig(Section):
 
 class DataConfig(Section):
     root: str | None
+    manifest: str | None
     synthetic: SyntheticConfig
     phases: list[Literal["ED", "ES"]]
     include_cine: bool
@@ -90,7 +91,7 @@ class DataConfig(Section):
 class SplitConfig(Section):
     protocol: Literal["own", "fcl", "chaitanya"]
     clients: Positive
-    scheme: Literal["iid", "group", "dirichlet"]
+    scheme: Literal["iid", "group", "dirichlet", "sites"]  # sites: from a federation manifest
     alpha: PositiveNumber
     n_values: list[Positive]
     folds: Positive
@@ -163,7 +164,8 @@ class FlowerConfig(Section):
 
 
 class RunConfig(Section):
-    engine: Literal["inprocess", "flower"]
+    engine: Literal["inprocess", "flower", "deployment"]
+    federation: str | None
     min_clients: NonNegative
     flower: FlowerConfig
     seeds: list[int]

@@ -47,7 +47,7 @@ def preprocess(
 def data_source(data_cfg: dict) -> str:
     """Where a run's data come from, as result rows record it: ``folder`` or
     ``synthetic:<phantom>-v<version>`` (docs/FORMATS.md)."""
-    if data_cfg["root"] is not None:
+    if data_cfg["root"] is not None or data_cfg.get("manifest") is not None:
         return "folder"
     phantom = data_cfg["synthetic"]["phantom"]
     version = phantom_cine.VERSION if phantom == "cine" else EASY_VERSION
@@ -88,10 +88,17 @@ def data_root(data_cfg: dict, run_dir: Path) -> Path:
 
 @dataclass
 class DataBundle:
+    """The split and the preprocessed volumes of the patients held here: every patient in one
+    process, a site's own patients at a site, none at a federation's coordinator."""
+
     layout: str
-    root: Path
+    root: Path | None
     volumes: dict  # patient id -> list[Volume]
     split: Split
+    clients_here: frozenset[int] | None = None  # clients whose data are here; None: all
+
+    def holds(self, client: int) -> bool:
+        return self.clients_here is None or client in self.clients_here
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -107,16 +114,109 @@ class DataBundle:
     def images(self, patients) -> list[np.ndarray]:
         return [v.image for p in patients for v in self.volumes[p]]
 
-    def pretrain_volumes(self, setting: str) -> list[list[np.ndarray]]:
-        per_client = [self.images(client.pretrain) for client in self.split.clients]
+    def pretrain_volumes(self, setting: str) -> list[list[np.ndarray] | None]:
+        """Per client its pretraining images, None for a client whose data are elsewhere."""
+        per_client = [
+            self.images(client.pretrain) if self.holds(client.client) else None
+            for client in self.split.clients
+        ]
         if setting == "centralized":
+            if not self.holds_all:
+                raise DataError(
+                    self.root or Path("."),
+                    "pretrain.setting centralized pools every site's images in one place; "
+                    "a federation of sites cannot run it",
+                )
             return [[image for client in per_client for image in client]]
         return per_client
+
+    @property
+    def holds_all(self) -> bool:
+        return self.clients_here is None
+
+    def client_labeled(self, client: int, patients) -> list | None:
+        """The client's labeled volumes of ``patients``, None when its data are elsewhere."""
+        return self.labeled(patients) if self.holds(client) else None
+
+
+def coordinator_data(config: dict, run_dir: Path) -> DataBundle:
+    """A federation's coordinator: the split made from (or checked against) the federation
+    manifest (``data.manifest``), no image read."""
+    from bench.datasets.manifest import FederationManifest, manifest_records
+
+    data_cfg, split_cfg = config["data"], config["split"]
+    manifest_path = Path(data_cfg["manifest"])
+    manifest = FederationManifest.load(manifest_path)
+    records = manifest_records(manifest)
+    split_path = Path(run_dir) / "split.json"
+    if split_path.exists():
+        split = Split.load(split_path)
+        if split.params.get("manifest") != manifest.hash:
+            raise DataError(
+                split_path,
+                f"split made from manifest {split.params.get('manifest')}, not from "
+                f"{manifest_path} ({manifest.hash})",
+            )
+        check_split_matches_data(split, records, split_path, manifest_path)
+    else:
+        split = make_split(
+            records,
+            protocol=split_cfg["protocol"],
+            clients=split_cfg["clients"],
+            scheme=split_cfg["scheme"],
+            alpha=split_cfg["alpha"],
+            n_values=tuple(split_cfg["n_values"]),
+            folds=split_cfg["folds"],
+            val_per_client=split_cfg["val_per_client"],
+            test=split_cfg["test"],
+            test_fraction=split_cfg["test_fraction"],
+            seed=split_cfg["seed"],
+            manifest=manifest.hash,
+        )
+    _verify(split, records, split_path, split_cfg)
+    if not split_path.exists():
+        split.save(split_path)
+    return DataBundle(manifest.layout, None, {}, split, clients_here=frozenset())
+
+
+def site_data(
+    config: dict, root: Path, partition: int, split: Split, manifest, *, progress: bool = False
+) -> DataBundle:
+    """A site's own data: refused unless the folder still holds exactly the patients of its
+    part of the manifest, unchanged, and the split (made from that manifest) names only
+    patients it holds for this client; then only those patients are preprocessed (cached
+    at the site, under its BENCH_CACHE_DIR)."""
+    from bench.datasets.manifest import check_site_folder
+
+    root = Path(root)
+    if split.params.get("manifest") != manifest.hash:
+        raise DataError(root, "the run's split was not made from the run's federation manifest")
+    if not 0 <= partition < len(manifest.sites) or partition >= split.n_clients:
+        raise DataError(root, f"partition {partition} is not a site of this federation")
+    records = check_site_folder(root, manifest.part(partition))
+    check_split_matches_data(split, records, root / "split.json", root, clients=[partition])
+    volumes = preprocess(config["data"], manifest.layout, records, progress=progress)
+    return DataBundle(manifest.layout, root, volumes, split, clients_here=frozenset({partition}))
+
+
+def _verify(split: Split, records, split_path: Path, split_cfg: dict) -> None:
+    verify_split(
+        split,
+        [r.patient_id for r in records],
+        split_path,
+        n_values=split_cfg["n_values"],
+        # The leave-one-out fallback has its own fold count (docs/PROTOCOL.md).
+        folds=split.folds
+        if split.params.get("test_mode") == "leave_one_out"
+        else split_cfg["folds"],
+    )
 
 
 def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBundle:
     """Records, then the split (made or read, and checked), then the preprocessed volumes:
     a split that cannot be made or does not check fails before any preprocessing."""
+    if config["data"].get("manifest") is not None:
+        return coordinator_data(config, run_dir)
     data_cfg, split_cfg = config["data"], config["split"]
     root = data_root(data_cfg, Path(run_dir))
     layout, records = read_dataset(root)
@@ -138,24 +238,18 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
             test_fraction=split_cfg["test_fraction"],
             seed=split_cfg["seed"],
         )
-    verify_split(
-        split,
-        [r.patient_id for r in records],
-        split_path,
-        n_values=split_cfg["n_values"],
-        # The leave-one-out fallback has its own fold count (docs/PROTOCOL.md).
-        folds=split.folds
-        if split.params.get("test_mode") == "leave_one_out"
-        else split_cfg["folds"],
-    )
+    _verify(split, records, split_path, split_cfg)
     if not split_path.exists():
         split.save(split_path)
     volumes = preprocess(data_cfg, layout, records, progress=progress)
     return DataBundle(layout=layout, root=root, volumes=volumes, split=split)
 
 
-def check_split_matches_data(split: Split, records, split_path: Path, root: Path) -> None:
-    """A split file (``--split``, or one kept in the run folder) names patients of this dataset."""
+def check_split_matches_data(
+    split: Split, records, split_path: Path, root: Path, clients=None
+) -> None:
+    """A split file (``--split``, or one kept in the run folder) names patients of this dataset
+    (of ``clients`` only, when given: a site checks its own)."""
     by_id = {r.patient_id: r for r in records}
     layouts = split.params.get("layouts")
     present = sorted({r.layout for r in records})
@@ -165,6 +259,8 @@ def check_split_matches_data(split: Split, records, split_path: Path, root: Path
             f"split made for {', '.join(layouts)} data, but {root} holds {', '.join(present)}",
         )
     for client in split.clients:
+        if clients is not None and client.client not in clients:
+            continue
         named = {
             "pretrain": client.pretrain,
             "val": [p for folds in client.val.values() for ids in folds for p in ids],

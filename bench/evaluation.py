@@ -102,3 +102,32 @@ def score_volume(
         for score, distance, note in zip(scores, distances, notes, strict=True):
             score.update(hd95_mm=float(distance), hd95_note=note)
     return scores
+
+
+def score_volumes(
+    model: torch.nn.Module,
+    volumes,
+    class_names: tuple[str, ...],
+    device,
+    *,
+    native_dice: bool,
+    hd95: bool,
+) -> list[dict]:
+    """Per test volume and foreground class: ``patient``, ``phase``, ``class_name`` and the
+    scores of ``score_volume`` (metrics only: this is what a site sends back)."""
+    rows = []
+    for volume in volumes:
+        prediction = predict_volume(model, volume.image, device)
+        scores = score_volume(
+            prediction, volume, len(class_names) + 1, native=native_dice, hd95=hd95
+        )
+        for class_name, score in zip(class_names, scores, strict=True):
+            rows.append(
+                {
+                    "patient": volume.patient_id,
+                    "phase": volume.phase,
+                    "class_name": class_name,
+                    **score,
+                }
+            )
+    return rows

@@ -28,7 +28,7 @@ from bench.augment import apply_affine, random_affine_theta
 from bench.backbone import build_unet
 from bench.convergence import Decision, StoppingRule, decide, loss_scores, steps_per_round
 from bench.device import DeviceSettings
-from bench.evaluation import mean_dice
+from bench.evaluation import mean_dice, score_volumes
 from bench.federated.task import FederatedTask, RoundResult
 from bench.seeding import derive_seed, generator
 
@@ -63,27 +63,41 @@ class FinetuneTask(FederatedTask):
         mode: str,
         seed: int,
         work_dir: Path,
-        labeled: list[list],
-        validation: list[list],
+        labeled: list[list | None],
+        validation: list[list | None],
         num_classes: int,
-        init_parts: list[dict],
+        init_parts: list[dict] | None,
         spec: dict | None = None,
+        test: list[list | None] | None = None,
+        class_names: tuple[str, ...] = (),
+        validation_patients: list[int] | None = None,
     ):
+        """A client's ``labeled``, ``validation`` and ``test`` volumes are None where they are
+        held elsewhere (another site's); ``validation_patients`` (per client, from the split)
+        then says which clients validate. ``init_parts`` None: the starting parts come with
+        the server's initial model (a site without the run's pretrained file)."""
         self.config, self.mode, self.seed, self.work_dir = config, mode, seed, Path(work_dir)
         cfg = config["finetune"]
         self.aggregate = mode == "federated"
         self.num_clients = len(labeled)
         self.num_rounds = cfg["rounds"]
         self.num_classes = num_classes
-        self.slices = [LabeledSlices(volumes) for volumes in labeled]
-        self.steps = [steps_per_round(cfg, len(s), cfg["batch_size"]) for s in self.slices]
+        self.class_names = tuple(class_names)
+        self.slices = [None if volumes is None else LabeledSlices(volumes) for volumes in labeled]
+        self.steps = [
+            None if s is None else steps_per_round(cfg, len(s), cfg["batch_size"])
+            for s in self.slices
+        ]
         self.validation = validation
+        self.test = test if test is not None else [[] for _ in range(self.num_clients)]
+        if validation_patients is None:
+            validation_patients = [len(volumes or ()) for volumes in validation]
         # The score each model is selected on: the server's for FedAvg, each client's alone.
         if self.aggregate:
-            criterion = "val_dice" if any(validation) else "loss"
+            criterion = "val_dice" if any(validation_patients) else "loss"
             self.criteria = [criterion] * self.num_clients
         else:
-            self.criteria = ["val_dice" if volumes else "loss" for volumes in validation]
+            self.criteria = ["val_dice" if count else "loss" for count in validation_patients]
         self.validates = self.aggregate and self.criteria[0] == "val_dice"
         self.rules = [StoppingRule.from_config(cfg["early_stopping"], c) for c in self.criteria]
         self.init_parts = init_parts
@@ -97,7 +111,7 @@ class FinetuneTask(FederatedTask):
     def build_model(self, client: int):
         torch.manual_seed(derive_seed(self.seed, "finetune-init"))
         model = build_unet(self.config["model"], out_channels=self.num_classes)
-        for part, state in self.init_parts[client].items():
+        for part, state in (self.init_parts[client] if self.init_parts else {}).items():
             getattr(model, part).load_state_dict(state)
         return self.device.module(model)
 
@@ -127,7 +141,7 @@ class FinetuneTask(FederatedTask):
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             best, progress = saved["best"], saved["progress"]
-        if self.aggregate:
+        if self.aggregate or (saved is None and self.init_parts is None):
             model.load_state_dict(shared)
         draws = generator(self.seed, "finetune", self.mode, round_index, client)
         torch.manual_seed(derive_seed(self.seed, "finetune-torch", self.mode, round_index, client))
@@ -217,35 +231,46 @@ class FinetuneTask(FederatedTask):
             scores = loss_scores([federated_loss(e["train"]) for e in history], rule.loss_window)
         return decide(scores, rule)
 
+    def client_outcome(self, client: int, summary: dict, shared: dict | None):
+        """At the client's site: its chosen model (sent back when each client keeps its own),
+        how its training ended, and the per-volume scores of that model on the client's test
+        patients (``bench.evaluation.score_volumes``): no image leaves the site."""
+        rounds = summary["rounds"]
+        if self.aggregate:
+            state = shared
+            chosen = summary["best_round"] if summary["best_round"] is not None else rounds
+            outcome = summary_of(self.criteria[0], chosen, bool(summary["stopped"]), rounds)
+        else:
+            saved = self.load_client_state(client, rounds - 1)
+            state = saved["best"]["state"]
+            outcome = summary_of(
+                self.criteria[client],
+                saved["best"]["round"],
+                saved["progress"]["stopped"],
+                len(saved["progress"]["losses"]),
+            )
+        model = self.build_model(client)
+        model.load_state_dict(state)
+        scores = score_volumes(
+            model,
+            self.test[client],
+            self.class_names,
+            self.device.device,
+            **self.config["evaluation"],
+        )
+        arrays = {} if self.aggregate else {k: v.detach().cpu() for k, v in state.items()}
+        return arrays, {"outcome": outcome, "scores": scores}
+
     def selected_models(self, final: dict) -> list[dict]:
         """Per client, the state of the chosen round."""
         if self.aggregate:
             chosen = final["best"]["state"] if final["best"] is not None else final["state"]
             return [chosen] * self.num_clients
-        return [
-            self.load_client_state(c, final["rounds"] - 1)["best"]["state"]
-            for c in range(self.num_clients)
-        ]
+        return [outcome["arrays"] for outcome in final["clients"]]
 
     def convergence(self, final: dict) -> list[dict]:
         """Per client: the round chosen, what stopped training, whether it converged."""
-        rounds = final["rounds"]
-        if self.aggregate:
-            chosen = final["best"]["round"] if final["best"] is not None else rounds
-            stopped = bool(final.get("stopped", False))
-            return [
-                summary(self.criteria[0], chosen, stopped, rounds) for _ in range(self.num_clients)
-            ]
-        outcome = []
-        for c in range(self.num_clients):
-            state = self.load_client_state(c, rounds - 1)
-            trained = len(state["progress"]["losses"])
-            outcome.append(
-                summary(
-                    self.criteria[c], state["best"]["round"], state["progress"]["stopped"], trained
-                )
-            )
-        return outcome
+        return [outcome["info"]["outcome"] for outcome in final["clients"]]
 
 
 def federated_loss(train: dict[int, dict]) -> float:
@@ -256,7 +281,7 @@ def federated_loss(train: dict[int, dict]) -> float:
     )
 
 
-def summary(criterion: str, chosen: int, stopped: bool, rounds: int) -> dict:
+def summary_of(criterion: str, chosen: int, stopped: bool, rounds: int) -> dict:
     return {
         "criterion": criterion,
         "chosen_round": int(chosen),

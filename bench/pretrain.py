@@ -47,12 +47,19 @@ class PretrainTask(FederatedTask):
         self.num_clients = len(client_volumes)
         self.num_rounds = config.pretrain.rounds
         self.validates = False
+        # None: the client's volumes are held elsewhere (another site; the coordinator
+        # holds none), so only that client's process trains it.
         self.stacks = [
-            SliceStack(volumes, config.pretrain.partitions) for volumes in client_volumes
+            None if volumes is None else SliceStack(volumes, config.pretrain.partitions)
+            for volumes in client_volumes
         ]
         cfg = config["pretrain"]
         self.steps = [
-            steps_per_round(cfg, len(stack.images), cfg["volumes_per_batch"] * cfg["partitions"])
+            None
+            if stack is None
+            else steps_per_round(
+                cfg, len(stack.images), cfg["volumes_per_batch"] * cfg["partitions"]
+            )
             for stack in self.stacks
         ]
         self.device = DeviceSettings(config["run"])
@@ -74,7 +81,8 @@ class PretrainTask(FederatedTask):
             image_size=self.config.data.preprocess.size,
         )
         cfg = self.config.pretrain
-        method.slices_per_round = self.steps[client] * cfg.volumes_per_batch * cfg.partitions
+        if self.steps[client] is not None:
+            method.slices_per_round = self.steps[client] * cfg.volumes_per_batch * cfg.partitions
         return self.device.module(method)
 
     def _optimizer(self, method):
@@ -158,17 +166,25 @@ class PretrainTask(FederatedTask):
             return int(self.stacks[client].images.shape[0])
         return 1
 
+    def client_outcome(self, client: int, summary: dict, shared: dict | None):
+        """The client's pretrained U-Net parts, flattened to ``part.key`` (computed where its
+        state files are: at its site)."""
+        method, _ = self.restore(client, summary["rounds"], shared if self.aggregate else None)
+        arrays = {
+            f"{name}.{key}": value.cpu()
+            for name, state in method.pretrained_state().items()
+            for key, value in state.items()
+        }
+        return arrays, {}
+
     def pretrained_parts(self, final: dict) -> list[dict]:
-        """Per client, the U-Net parts fine-tuning loads (the same for all clients under FedAvg)."""
+        """Per client, the U-Net parts fine-tuning loads (the same for all clients under FedAvg),
+        as the clients reported them at the end of training (``final["clients"]``)."""
         parts = []
-        for client in range(self.num_clients):
-            method, _ = self.restore(
-                client, final["rounds"], final["state"] if self.aggregate else None
-            )
-            parts.append(
-                {
-                    name: {k: v.cpu() for k, v in sd.items()}
-                    for name, sd in method.pretrained_state().items()
-                }
-            )
+        for outcome in final["clients"]:
+            client_parts: dict[str, dict] = {name: {} for name in self.method_cls.pretrained_parts}
+            for flat, value in outcome["arrays"].items():
+                name, key = flat.split(".", 1)
+                client_parts[name][key] = value
+            parts.append(client_parts)
         return parts

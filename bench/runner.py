@@ -22,9 +22,7 @@ from bench.config import Config, ConfigError, config_hash
 from bench.curves import record_finetuning, record_pretraining
 from bench.data import DataBundle, data_source
 from bench.datasets.errors import DataError
-from bench.evaluation import predict_volume, score_volume
 from bench.federated.engine import run_task
-from bench.finetune import FinetuneTask
 from bench.io import atomic_write_text
 from bench.provenance import code_version, hardware, library_versions
 from bench.registry import get_method
@@ -205,7 +203,7 @@ class Runner:
         if unit.fold == 0:
             # One fine-tuned model per (method, mode, N) for the report's qualitative figure.
             self.save_finetuned(unit, models[0])
-        rows = self.evaluate(unit, task, models, outcome)
+        rows = self.evaluate(unit, final, outcome)
         shutil.rmtree(task.work_dir, ignore_errors=True)
         return rows
 
@@ -232,10 +230,9 @@ class Runner:
         path = finetuned_path(self.run_dir, unit.method, unit.seed, unit.mode, unit.n)
         save_weights(path, [parts], meta)
 
-    def evaluate(
-        self, unit: Unit, task: FinetuneTask, models: list[dict], outcome: list[dict]
-    ) -> list[dict]:
-        """Result rows of each client's chosen model on its test volumes."""
+    def evaluate(self, unit: Unit, final: dict, convergence: list[dict]) -> list[dict]:
+        """Result rows of each client's chosen model on its test volumes, from the scores the
+        clients computed where their test patients are (``FinetuneTask.client_outcome``)."""
         bundle = self.bundle
         metadata = {
             "method": unit.method,
@@ -254,35 +251,19 @@ class Runner:
             "code_version": code_version(),
             "versions": library_versions(),
         }
-        evaluation = self.config.evaluation
         rows = []
-        for client, state in enumerate(models):
-            model = task.build_model(client)
-            model.load_state_dict(state)
-            test = bundle.split.clients[client].test_patients(unit.fold)
-            for volume in bundle.labeled(test):
-                prediction = predict_volume(model, volume.image, task.device.device)
-                scores = score_volume(
-                    prediction,
-                    volume,
-                    bundle.num_classes,
-                    native=evaluation.native_dice,
-                    hd95=evaluation.hd95,
+        for client, outcome in enumerate(final["clients"]):
+            for score in outcome["info"]["scores"]:
+                rows.append(
+                    {
+                        **metadata,
+                        "client": client,
+                        **score,
+                        "converged": convergence[client]["converged"],
+                        "chosen_round": convergence[client]["chosen_round"],
+                        "stopped_by": convergence[client]["stopped_by"],
+                    }
                 )
-                for class_name, score in zip(bundle.class_names, scores, strict=True):
-                    rows.append(
-                        {
-                            **metadata,
-                            "client": client,
-                            "patient": volume.patient_id,
-                            "phase": volume.phase,
-                            "class_name": class_name,
-                            **score,
-                            "converged": outcome[client]["converged"],
-                            "chosen_round": outcome[client]["chosen_round"],
-                            "stopped_by": outcome[client]["stopped_by"],
-                        }
-                    )
         return rows
 
     @contextlib.contextmanager

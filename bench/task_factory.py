@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from bench.config import Config, as_config
-from bench.data import DataBundle, prepare_data
+from bench.data import DataBundle, prepare_data, site_data
 from bench.datasets.errors import DataError
+from bench.datasets.splits import Split
 from bench.finetune import FinetuneTask
 from bench.methods.base import PretrainMethod
 from bench.pretrain import PretrainTask
@@ -46,14 +47,32 @@ class Unit:
 
 
 class TaskFactory:
-    def __init__(self, config: Config, run_dir: Path, *, progress: bool = True):
+    """``site``: a job's ``site`` record when the task is built at a federation's site
+    (``bench.federated.site``): the site's data folder and partition, and the run's split
+    and federation manifest, which the site checks its folder against."""
+
+    def __init__(
+        self, config: Config, run_dir: Path, *, progress: bool = True, site: dict | None = None
+    ):
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.site = site
         self._bundle: DataBundle | None = None
 
     @property
     def bundle(self) -> DataBundle:
         if self._bundle is None:
-            self._bundle = prepare_data(self.config, self.run_dir, progress=self.progress)
+            if self.site is not None:
+                from bench.datasets.manifest import FederationManifest
+
+                self._bundle = site_data(
+                    self.config,
+                    Path(self.site["data"]),
+                    int(self.site["partition"]),
+                    Split.from_dict(self.site["split"]),
+                    FederationManifest.from_dict(self.site["manifest"], Path("manifest")),
+                )
+            else:
+                self._bundle = prepare_data(self.config, self.run_dir, progress=self.progress)
         return self._bundle
 
     @property
@@ -132,6 +151,7 @@ class TaskFactory:
     def finetune_task(self, unit: Unit, init_parts: list[dict]) -> FinetuneTask:
         bundle = self.bundle
         clients = bundle.split.clients
+        k = range(len(clients))
         return FinetuneTask(
             config=self.config,
             mode=unit.mode,
@@ -140,22 +160,36 @@ class TaskFactory:
             / "work"
             / "finetune"
             / f"{unit.method}-seed{unit.seed}-{unit.mode}-N{unit.n}-fold{unit.fold}",
-            labeled=[bundle.labeled(c.labeled_patients(unit.n, unit.fold)) for c in clients],
-            validation=[bundle.labeled(c.val_patients(unit.n, unit.fold)) for c in clients],
+            labeled=[
+                bundle.client_labeled(i, clients[i].labeled_patients(unit.n, unit.fold)) for i in k
+            ],
+            validation=[
+                bundle.client_labeled(i, clients[i].val_patients(unit.n, unit.fold)) for i in k
+            ],
+            test=[bundle.client_labeled(i, clients[i].test_patients(unit.fold)) for i in k],
+            validation_patients=[len(c.val_patients(unit.n, unit.fold)) for c in clients],
             num_classes=bundle.num_classes,
+            class_names=bundle.class_names,
             init_parts=init_parts,
             spec=self.job_spec("finetune", **unit.as_dict()),
         )
 
 
 def build_task(spec: dict):
-    """The task a job file describes (its ``factory``), built in any process."""
-    factory = TaskFactory(as_config(spec["config"]), Path(spec["run_dir"]), progress=False)
+    """The task a job file describes (its ``factory``), built in any process; at a site
+    (``spec["site"]``) from the site's own data, in the site's run folder."""
+    site = spec.get("site")
+    run_dir = Path(site["run_dir"] if site else spec["run_dir"])
+    factory = TaskFactory(as_config(spec["config"]), run_dir, progress=False, site=site)
     method_cls = get_method(spec["method"])
     if spec["kind"] == "pretrain":
         return factory.pretrain_task(method_cls, spec["seed"])
     if spec["kind"] == "finetune":
         unit = Unit(spec["method"], spec["seed"], spec["mode"], spec["n"], spec["fold"])
+        if site is not None:
+            # The run's pretrained parts are on the coordinator: they come with the server's
+            # initial model (the coordinator checks that every client starts from the same).
+            return factory.finetune_task(unit, None)
         parts = factory.saved_parts(method_cls, unit.seed)
         if parts is None:
             raise FileNotFoundError(

@@ -21,7 +21,7 @@ from .errors import DataError
 from .records import PatientRecord
 
 PROTOCOLS = ("own", "fcl", "chaitanya")
-SCHEMES = ("iid", "group", "dirichlet")
+SCHEMES = ("iid", "group", "dirichlet")  # and "sites", set by a federation manifest
 TEST_MODES = ("auto", "holdout")
 # Chaitanya et al. 2020: fixed ACDC test set, 4 patients per group.
 CHAITANYA_TEST_IDS = tuple(
@@ -199,9 +199,21 @@ def _by_group(ids: list[str], groups: dict) -> dict:
     return dict(sorted(out.items()))
 
 
-def _assign(ids, groups, k, scheme, alpha, rng, need: tuple[int, int]) -> list[list[str]]:
+def _by_site(ids, sites: dict[str, int], k: int) -> list[list[str]]:
+    """Scheme "sites": each client is a site and holds the patients that site published."""
+    out: list[list[str]] = [[] for _ in range(k)]
+    for p in sorted(ids):
+        out[sites[p]].append(p)
+    return out
+
+
+def _assign(
+    ids, groups, k, scheme, alpha, rng, need: tuple[int, int], sites=None
+) -> list[list[str]]:
     """Training patients per client. ``need`` = (minimum to be usable, minimum wished)."""
     ids = sorted(ids)
+    if sites is not None:
+        return _by_site(ids, sites, k)
     if scheme == "iid":
         perm = [str(p) for p in rng.permutation(ids)]
         return [sorted(perm[c::k]) for c in range(k)]
@@ -234,9 +246,11 @@ def _assign(ids, groups, k, scheme, alpha, rng, need: tuple[int, int]) -> list[l
     return [sorted(c) for c in (fallback or clients)]
 
 
-def _assign_like(ids, groups, train: list[list[str]], scheme, rng) -> list[list[str]]:
+def _assign_like(ids, groups, train: list[list[str]], scheme, rng, sites=None) -> list[list[str]]:
     """Spread test patients over clients the way the training patients were spread."""
     k = len(train)
+    if sites is not None:
+        return _by_site(ids, sites, k)
     out: list[list[str]] = [[] for _ in range(k)]
     if scheme == "iid":
         for i, p in enumerate(rng.permutation(sorted(ids))):
@@ -335,6 +349,7 @@ def make_split(
     test_fraction: float = 0.2,
     test_ids=None,
     seed: int = 0,
+    manifest: str | None = None,
 ) -> Split:
     """Split the patients over ``clients`` clients and give each patient its roles.
 
@@ -350,7 +365,7 @@ def make_split(
     """
     if protocol not in PROTOCOLS:
         raise SplitError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
-    if scheme not in SCHEMES:
+    if scheme not in SCHEMES and not (scheme == "sites" and manifest is not None):
         raise SplitError(f"scheme must be one of {SCHEMES}, not {scheme!r}")
     if test not in TEST_MODES:
         raise SplitError(f"test must be one of {TEST_MODES}, not {test!r}")
@@ -358,6 +373,16 @@ def make_split(
     ids = [r.patient_id for r in records]
     if len(set(ids)) != len(ids):
         raise SplitError("duplicate patient ids in the records")
+    sites = None
+    if manifest is not None:
+        sites = {r.patient_id: int(r.site) for r in records}
+        held = max(sites.values()) + 1
+        if held != clients:
+            raise SplitError(
+                f"split.clients={clients}, but the federation manifest has {held} sites "
+                "(one client per site)"
+            )
+        scheme = "sites"
     params = {
         "protocol": protocol,
         "clients": clients,
@@ -372,8 +397,12 @@ def make_split(
         "layouts": sorted({r.layout for r in records}),
         "patients": len(records),
     }
+    if manifest is not None:
+        params["manifest"] = manifest
     if protocol == "fcl":
-        out = _fcl_split(records, clients, scheme, alpha, n_values, folds, val_per_client, seed)
+        out = _fcl_split(
+            records, clients, scheme, alpha, n_values, folds, val_per_client, seed, sites
+        )
         params.update(test_mode="kfold", test_in_pretraining=True)
     elif protocol == "chaitanya":
         if clients != 1:
@@ -393,6 +422,7 @@ def make_split(
             test_fraction,
             test_ids,
             seed,
+            sites,
         )
         params.update(test_mode=mode, folds=folds, test_in_pretraining=mode == "leave_one_out")
         if test_ids is not None:
@@ -414,7 +444,7 @@ def _check_test_ids(test_ids, by_id) -> list[str]:
     return test_ids
 
 
-def _fcl_split(records, clients, scheme, alpha, n_values, folds, val_per_client, seed):
+def _fcl_split(records, clients, scheme, alpha, n_values, folds, val_per_client, seed, sites):
     """Wu et al. 2021: the training patients over the clients (ACDC: 10 x 10), then per
     client ``folds``-fold cross-validation (5 folds of 2 test patients). The testing
     subset takes no part."""
@@ -428,7 +458,7 @@ def _fcl_split(records, clients, scheme, alpha, n_values, folds, val_per_client,
     groups = {r.patient_id: r.group for r in records}
     need = (folds, folds + n_values[-1])
     assigned = _assign(
-        train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]), need
+        train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]), need, sites
     )
     out = []
     for k, pool in enumerate(assigned):
@@ -475,6 +505,7 @@ def _own_split(
     test_fraction,
     test_ids,
     seed,
+    sites,
 ):
     """Per client: pretrain = its training patients, val = ``val_per_client`` of them,
     ``labeled[N][fold]`` drawn from the rest, test = patients never pretrained on. With
@@ -501,7 +532,7 @@ def _own_split(
     hold = 1 if mode == "holdout" else 0
     need = (1 + hold + val_per_client, hold + val_per_client + n_values[-1])
     assigned = _assign(
-        train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]), need
+        train, groups, clients, scheme, alpha, np.random.default_rng([seed, 0]), need, sites
     )
     for k, pool in enumerate(assigned):
         if not pool:
@@ -515,7 +546,7 @@ def _own_split(
     ):
         return _leave_one_out(assigned, n_values, val_per_client, seed)
     test_assigned = (
-        _assign_like(test_pool, groups, assigned, scheme, np.random.default_rng([seed, 1]))
+        _assign_like(test_pool, groups, assigned, scheme, np.random.default_rng([seed, 1]), sites)
         if test_pool
         else None
     )

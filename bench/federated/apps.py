@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from bench.federated.checkpoint import ServerCheckpoint
 from bench.federated.jobs import task_for
+from bench.federated.outcomes import collect_outcomes, finish_reply
 from bench.federated.serialization import (
     arrays_to_record,
     record_to_arrays,
@@ -48,6 +49,16 @@ def _job(context: Context) -> str:
     return str(context.node_config.get("job") or context.run_config["job"])
 
 
+def _task(context: Context):
+    """This node's task: built from its site's own data at a federation's site (node config
+    ``site``), else from the job file."""
+    if context.node_config.get("site"):
+        from bench.federated.site import site_task
+
+        return site_task(context)
+    return task_for(_job(context))
+
+
 @client_app.query()
 def identify(msg: Message, context: Context) -> Message:
     return Message(
@@ -57,7 +68,7 @@ def identify(msg: Message, context: Context) -> Message:
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
-    task = task_for(_job(context))
+    task = _task(context)
     partition = _partition(context)
     payloads = {
         int(key.removeprefix(FORWARDED_PREFIX)): record_to_arrays(record)
@@ -81,7 +92,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    task = task_for(_job(context))
+    task = _task(context)
     num_examples, metrics = task.validate(
         _partition(context), record_to_state(msg.content.array_records["arrays"])
     )
@@ -89,6 +100,11 @@ def evaluate(msg: Message, context: Context) -> Message:
         RecordDict({"metrics": MetricRecord({"num-examples": num_examples, **metrics})}),
         reply_to=msg,
     )
+
+
+@client_app.query("finish")
+def finish(msg: Message, context: Context) -> Message:
+    return Message(finish_reply(_task(context), _partition(context), msg.content), reply_to=msg)
 
 
 def map_nodes_to_partitions(grid: Grid, expected: int, wait: float = 0.0) -> dict[int, int]:
@@ -181,4 +197,13 @@ def serve(grid: Grid, context: Context) -> None:
         raise
     finally:
         bar.close()
-    checkpoint.finish(done)
+    kept = checkpoint.best or {"round": None, "state": checkpoint.last_state}
+    summary = {"rounds": done, "stopped": checkpoint.stopped, "best_round": kept["round"]}
+    outcomes = collect_outcomes(
+        grid,
+        strategy.node_partitions,
+        summary,
+        kept["state"] if task.aggregate else None,
+        timeout,
+    )
+    checkpoint.finish(done, outcomes)

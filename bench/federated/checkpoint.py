@@ -117,8 +117,9 @@ class ServerCheckpoint:
         self.failures = list(strategy.failures)
         return state_to_record(saved["state"]), saved["round"]
 
-    def finish(self, num_rounds: int) -> None:
-        """``num_rounds``: the rounds trained (fewer than the maximum when the rule stopped)."""
+    def finish(self, num_rounds: int, clients: list[dict] | None = None) -> None:
+        """``num_rounds``: the rounds trained (fewer than the maximum when the rule stopped);
+        ``clients``: what each client reported at the end (``bench.federated.outcomes``)."""
         atomic_torch_save(
             self.folder / "final.pt",
             {
@@ -128,6 +129,7 @@ class ServerCheckpoint:
                 "best": self.best,
                 "history": self.history,
                 "failures": self.failures,
+                "clients": clients or [],
             },
         )
 

@@ -21,7 +21,11 @@ def run_task(task, run_cfg: dict) -> dict:
         from bench.federated.simulation import run_simulation  # imported late: it loads Ray
 
         return run_simulation(task, run_cfg)
-    raise ValueError(f"run.engine={run_cfg['engine']!r}; expected inprocess or flower")
+    if run_cfg["engine"] == "deployment":
+        from bench.federated.federation import run_deployed
+
+        return run_deployed(task, run_cfg)
+    raise ValueError(f"run.engine={run_cfg['engine']!r}; expected inprocess, flower or deployment")
 
 
 def run_in_process(task) -> dict:

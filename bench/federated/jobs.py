@@ -74,14 +74,20 @@ def read_job(path: Path) -> dict:
 
 
 def task_for(path: str | Path):
+    key = str(Path(path).resolve())
+    return task_for_spec(key, lambda: read_job(Path(key)), where=key)
+
+
+def task_for_spec(key: str, make_spec, where: str | None = None):
+    """The task registered or built under ``key`` in this process; else built from the spec
+    ``make_spec()`` returns (a job file's, or a site's view of the run's job)."""
     from bench.datasets.errors import DataError
 
-    key = str(Path(path).resolve())
     if key not in _TASKS:
         try:
-            _TASKS[key] = build_from_spec(read_job(Path(key)))
+            _TASKS[key] = build_from_spec(make_spec())
         except JobFileError as exc:
-            raise DataError(key, str(exc)) from None
+            raise DataError(where or "job", str(exc)) from None
         _BUILT.append(key)
         while len(_BUILT) > BUILT_TASKS_KEPT:
             _TASKS.pop(_BUILT.pop(0), None)

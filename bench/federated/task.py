@@ -48,6 +48,17 @@ class FederatedTask:
     def validate(self, client: int, shared: dict) -> tuple[int, dict[str, float]]:
         raise NotImplementedError
 
+    def client_outcome(
+        self, client: int, summary: dict, shared: dict | None
+    ) -> tuple[dict[str, torch.Tensor], dict]:
+        """After the last round, run where the client's data and state are (its site):
+        tensors and a JSON-able record the server keeps in ``final["clients"]``.
+
+        ``summary``: ``rounds`` trained, ``stopped`` (by the rule) and ``best_round``
+        (the global model kept, or None); ``shared``: that model (None when each
+        client keeps its own)."""
+        return {}, {}
+
     def server_decision(self, history: list[dict]):
         """After each round: which global model to keep and whether to stop (see
         ``bench.convergence.Decision``); None keeps the last round and never stops early."""

@@ -1,0 +1,168 @@
+"""``bench site`` (a hospital's commands) and ``bench federation`` (the operator's).
+
+Walk-through: docs/DEPLOYMENT.md. Heavy modules are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.cli_help import add_command
+
+
+def cmd_site_init(args) -> int:
+    from bench.federated.site import init_site
+
+    site = init_site(args.name, args.data, args.out, args.work)
+    print(f"site {site.name}: config {site.folder / 'site.toml'}")
+    print(f"send to the operator: {site.manifest} and {site.public_key}")
+    print(f"keep here: {site.private_key} (the SuperNode's key)")
+    return 0
+
+
+def cmd_site_check(args) -> int:
+    from bench.federated.site import check_site
+
+    for line in check_site(args.site, args.ca):
+        print(line)
+    return 0
+
+
+def cmd_site_start(args) -> int:
+    import os
+
+    from bench.federated.site import read_site_config, supernode_command
+
+    site = read_site_config(args.site)
+    command = supernode_command(site, args.superlink, args.ca, args.partition, args.port)
+    if args.print:
+        print(" ".join(command))
+        return 0
+    os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    os.execvp(command[0], command)
+
+
+def cmd_federation_start(args) -> int:
+    from bench.federated.federation import start_federation
+
+    federation = start_federation(args.out, args.site, args.host, args.port, args.bind)
+    print(f"SuperLink on {federation.address} (log {federation.log_path})")
+    for partition, site in enumerate(federation.manifest.sites):
+        print(
+            f"site {site['site']}: bench site start --site <its folder> --partition {partition} "
+            f"--superlink {federation.address} --ca ca.crt"
+        )
+    print(f"give every site {federation.folder / 'certs' / 'ca.crt'}")
+    return 0
+
+
+def cmd_federation_stop(args) -> int:
+    from bench.federated.federation import open_federation
+
+    open_federation(args.federation).stop()
+    return 0
+
+
+def cmd_federation_status(args) -> int:
+    from bench.federated.federation import open_federation
+
+    print(open_federation(args.federation).status())
+    return 0
+
+
+def cmd_federation_submit(args) -> int:
+    from bench.cli import cmd_run
+    from bench.federated.federation import open_federation
+
+    federation = open_federation(args.federation)
+    args.set = [*federation.run_overrides(), *args.set]
+    return cmd_run(args)
+
+
+def add_site_commands(commands) -> None:
+    from bench.cli import add_run_options
+
+    site = add_command(
+        commands,
+        "site",
+        summary="a federation site: init, check, start its SuperNode",
+        description=(
+            "A hospital's side of a federation (docs/DEPLOYMENT.md): its key pair, its "
+            "data folder's manifest (patient ids, groups, content hashes; never an image), "
+            "checks before training and its SuperNode."
+        ),
+        examples="""
+            bench site init --name site0 --data /data/site0 --out /srv/bench-site
+            bench site check --site /srv/bench-site --ca /srv/bench-site/ca.crt
+            bench site start --site /srv/bench-site --partition 0 --superlink link:9092 --ca ca.crt
+        """,
+    )
+    verbs = site.add_subparsers(dest="verb", required=True, metavar="VERB")
+    init = verbs.add_parser("init", help="keys, config and manifest of a new site")
+    init.add_argument("--name", required=True, help="the site's name, e.g. site0")
+    init.add_argument("--data", required=True, type=Path, help="the site's data folder")
+    init.add_argument("--out", required=True, type=Path, help="the site's folder (made)")
+    init.add_argument("--work", type=Path, help="folder for client states (default: <out>/work)")
+    init.set_defaults(func=cmd_site_init)
+    check = verbs.add_parser("check", help="the data match the manifest; keys and CA valid")
+    check.add_argument("--site", required=True, type=Path, help="the site's folder")
+    check.add_argument("--ca", type=Path, help="the federation's ca.crt")
+    check.set_defaults(func=cmd_site_check)
+    start = verbs.add_parser("start", help="run the site's SuperNode (foreground)")
+    start.add_argument("--site", required=True, type=Path)
+    start.add_argument("--partition", required=True, type=int)
+    start.add_argument("--superlink", required=True, help="the SuperLink's host:port")
+    start.add_argument("--ca", required=True, type=Path, help="the federation's ca.crt")
+    start.add_argument("--port", type=int, default=9094, help="the SuperNode's local port")
+    start.add_argument("--print", action="store_true", help="print the command, run nothing")
+    start.set_defaults(func=cmd_site_start)
+
+    federation = add_command(
+        commands,
+        "federation",
+        summary="the operator's commands: start the SuperLink, submit runs, status",
+        description=(
+            "The coordinator of a federation (docs/DEPLOYMENT.md) holds no image: it joins "
+            "the sites' manifests, starts the SuperLink, registers the sites' keys and "
+            "submits runs whose result rows are made from the metrics the sites send."
+        ),
+        examples="""
+            bench federation start --out fed --site site0/ --site site1/ --host link.example.org
+            bench federation submit --federation fed --methods fcl --preset tiny --out runs/fed
+            bench federation status --federation fed
+            bench federation stop --federation fed
+        """,
+    )
+    verbs = federation.add_subparsers(dest="verb", required=True, metavar="VERB")
+    fstart = verbs.add_parser("start", help="certificates, manifest, SuperLink, enrolled sites")
+    fstart.add_argument("--out", required=True, type=Path, help="the federation's folder")
+    fstart.add_argument(
+        "--site",
+        action="append",
+        required=True,
+        type=Path,
+        help="a folder holding a site's manifest.json and <name>.pub, in partition order "
+        "(repeat per site)",
+    )
+    fstart.add_argument(
+        "--host",
+        action="append",
+        default=None,
+        help="a name or IP the sites reach the SuperLink at (repeatable; default 127.0.0.1)",
+    )
+    fstart.add_argument("--port", type=int, default=0, help="Fleet API port (0: a free one)")
+    fstart.add_argument(
+        "--bind", default=None, help="address the SuperLink listens on (default: first --host)"
+    )
+    fstart.set_defaults(func=cmd_federation_start)
+    for name, func, summary in (
+        ("stop", cmd_federation_stop, "stop the SuperLink"),
+        ("status", cmd_federation_status, "sites online and runs"),
+    ):
+        verb = verbs.add_parser(name, help=summary)
+        verb.add_argument("--federation", required=True, type=Path)
+        verb.set_defaults(func=func)
+    submit = verbs.add_parser("submit", help="a bench run on the federation (bench run's options)")
+    submit.add_argument("--federation", required=True, type=Path)
+    add_run_options(submit)
+    submit.set_defaults(func=cmd_federation_submit)

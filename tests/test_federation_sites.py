@@ -34,6 +34,8 @@ from bench.federated.checkpoint import load_final
 from bench.federated.federation import deployment_spec
 from bench.federated.grid import InProcessGrid
 from bench.federated.jobs import forget_task, register_task, write_job
+from bench.federated.loopback import split_folder_into_sites
+from bench.federated.strategy import ClientFailure
 
 SITES = 3
 
@@ -56,16 +58,6 @@ RUN_SETTINGS = [
 ]
 
 
-def split_into_sites(full: Path, root: Path, sites: int = SITES) -> list[Path]:
-    """Copies each patient of an ACDC-layout folder to one site's folder (round robin)."""
-    folders = [root / f"data-site{k}" for k in range(sites)]
-    patients = sorted((full / "database").glob("*/patient*"))
-    for index, patient in enumerate(patients):
-        target = folders[index % sites] / "database" / patient.parent.name / patient.name
-        shutil.copytree(patient, target)
-    return folders
-
-
 @pytest.fixture(scope="module")
 def federation_data(tmp_path_factory):
     """A full synthetic ACDC folder (9 training, 3 testing patients) and 3 site folders holding
@@ -74,7 +66,7 @@ def federation_data(tmp_path_factory):
     full = root / "full"
     write_synthetic(full, "acdc", 9, 3, seed=0)
     site_dirs = []
-    for k, data in enumerate(split_into_sites(full, root)):
+    for k, data in enumerate(split_folder_into_sites(full, root, SITES)):
         assert main(["site", "init", "--name", f"site{k}", "--data", str(data),
                      "--out", str(root / f"site{k}")]) == 0  # fmt: skip
         site_dirs.append(root / f"site{k}")
@@ -204,3 +196,28 @@ def test_sites_holding_only_their_patients_give_the_rows_of_one_process(
     for k in range(SITES):
         held = {p["id"] for p in manifest.part(k)["patients"]}
         assert set(federated[federated["client"] == k]["patient"]) <= held
+
+
+def test_a_run_stops_naming_the_site_whose_data_changed(federation_data, tmp_path, monkeypatch):
+    """The site's ClientApp checks its folder when it builds a task: a changed site fails its
+    first round with the one-line reason, and the run (every site needed) stops saying so."""
+    root, _, site_dirs, _ = federation_data
+    changed = tmp_path / "site2"
+    shutil.copytree(site_dirs[2], changed)
+    data = tmp_path / "data-site2"
+    shutil.copytree(root / "data-site2", data)
+    (changed / "site.toml").write_text(
+        (changed / "site.toml").read_text().replace(str(root / "data-site2"), str(data))
+    )
+    patient = sorted(data.glob("database/*/patient*"))[0]
+    shutil.rmtree(patient)
+    monkeypatch.setattr(runner_module, "run_task", run_at_sites([*site_dirs[:2], changed]))
+    settings = [arg for setting in RUN_SETTINGS for arg in ("--set", setting)]
+    with pytest.raises(ClientFailure, match=r"client 2: .*changed since enrollment.*missing"):
+        main(["run", "--methods", "fcl", "--preset", "tiny", "--out", str(tmp_path / "run"),
+              "--set", f"data.manifest={root / 'manifest.json'}", *settings, "-q"])  # fmt: skip
+    failures = json.loads(
+        (tmp_path / "run/work/pretrain/fcl-seed0/server/failures.json").read_text()
+    )
+    assert [(f["round"], f["partition"]) for f in failures] == [(1, 2)]
+    assert f"manifest patient {patient.name!r} is missing" in failures[0]["summary"]

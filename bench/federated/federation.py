@@ -236,7 +236,6 @@ def run_deployed(task, run_cfg: dict) -> dict:
     """Trains ``task`` on the federation's sites; returns the final server state."""
     from bench.federated.checkpoint import load_final
     from bench.federated.jobs import write_job
-    from bench.federated.loopback import wait_for
 
     work_dir = Path(task.work_dir)
     if not (work_dir / "server" / "final.pt").exists():
@@ -256,14 +255,32 @@ def run_deployed(task, run_cfg: dict) -> dict:
         )  # fmt: skip
         run_id = int(json.loads(out[out.index("{") :])["run-id"])
 
-        def finished():
-            runs = federation._json("ls", "--run-id", str(run_id)).get("runs", [])
-            status = runs[0]["status"] if runs else ""
-            return status if status.startswith("finished") else None
-
-        timeout = float(run_cfg["flower"]["round_timeout"]) * (task.num_rounds + 2)
-        status = wait_for(finished, timeout, f"run {run_id} to finish", poll=2.0)
-        if status != "finished:completed":
-            log = federation.flwr("log", str(run_id), LINK, "--show", timeout=60)
-            raise RuntimeError(f"run {run_id} ended {status}:\n{log[-3000:]}")
+        wait_run(federation, run_id, work_dir / "server" / "final.pt", run_cfg, task.num_rounds)
     return load_final(work_dir)
+
+
+def wait_run(federation: Federation, run_id: int, final: Path, run_cfg: dict, rounds: int) -> None:
+    """Waits for the ServerApp's ``final.pt`` (a cheap check), asking the SuperLink now and then
+    whether the run ended without it (the ``flwr`` CLI costs seconds of CPU per call)."""
+    import time
+
+    deadline = time.monotonic() + float(run_cfg["flower"]["round_timeout"]) * (rounds + 2)
+    asked = time.monotonic()
+    while time.monotonic() < deadline:
+        if final.exists():
+            return
+        if time.monotonic() - asked > 20:
+            asked = time.monotonic()
+            try:
+                runs = federation._json("ls", "--run-id", str(run_id)).get("runs", [])
+            except (RuntimeError, subprocess.TimeoutExpired):
+                runs = []
+            status = runs[0]["status"] if runs else ""
+            if status.startswith("finished") and not final.exists():
+                time.sleep(2)  # the file may land just after the status
+                if final.exists():
+                    return
+                log = federation.flwr("log", str(run_id), LINK, "--show", timeout=120)
+                raise RuntimeError(f"run {run_id} ended {status}:\n{log[-3000:]}")
+        time.sleep(1)
+    raise TimeoutError(f"run {run_id} did not finish in time (run.flower.round_timeout)")

@@ -261,3 +261,16 @@ def stop_process_tree(pid: int, grace: float = 10.0) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     psutil.wait_procs(alive, timeout=5)
+
+
+def split_folder_into_sites(full: Path, root: Path, sites: int) -> list[Path]:
+    """Copies each patient of an ACDC-layout folder into one of ``sites`` folders (round robin
+    by patient id): disjoint site folders for trials and tests of a federation."""
+    import shutil
+
+    folders = [Path(root) / f"data-site{k}" for k in range(sites)]
+    patients = sorted(Path(full).glob("database/*/patient*"), key=lambda p: p.name)
+    for index, patient in enumerate(patients):
+        target = folders[index % sites] / "database" / patient.parent.name / patient.name
+        shutil.copytree(patient, target)
+    return folders

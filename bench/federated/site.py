@@ -179,7 +179,10 @@ def supernode_command(
     site: SiteConfig, superlink: str, ca: Path, partition: int, port: int = 9094
 ) -> list[str]:
     """The site's ``flower-supernode`` command line (its key, its site config, its partition)."""
-    config = f'partition-id={int(partition)} site="{site.folder / SITE_FILE}"'
+    config = (
+        f'partition-id={int(partition)} site="{site.folder / SITE_FILE}" '
+        f'private-key="{site.private_key}"'  # signs the site's partition claim
+    )
     return [
         "flower-supernode",
         "--superlink",

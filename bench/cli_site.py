@@ -98,19 +98,52 @@ def add_site_commands(commands) -> None:
         """,
     )
     verbs = site.add_subparsers(dest="verb", required=True, metavar="VERB")
-    init = verbs.add_parser("init", help="keys, config and manifest of a new site")
+    init = add_command(
+        verbs,
+        "init",
+        summary="keys, config and manifest of a new site",
+        description=(
+            "Writes the site's folder: site.toml (its name, data folder, work folder), its "
+            "SuperNode key pair (keys/, private key mode 0600) and manifest.json (one entry "
+            "per patient: id, subset, group, labeled, content hash). Send manifest.json and "
+            "keys/<name>.pub to the operator."
+        ),
+        examples="bench site init --name site0 --data /data/site0 --out /srv/bench-site",
+    )
     init.add_argument("--name", required=True, help="the site's name, e.g. site0")
     init.add_argument("--data", required=True, type=Path, help="the site's data folder")
     init.add_argument("--out", required=True, type=Path, help="the site's folder (made)")
     init.add_argument("--work", type=Path, help="folder for client states (default: <out>/work)")
     init.set_defaults(func=cmd_site_init)
-    check = verbs.add_parser("check", help="the data match the manifest; keys and CA valid")
+    check = add_command(
+        verbs,
+        "check",
+        summary="the data match the manifest; keys and CA valid",
+        description=(
+            "Checks that the site's data folder holds exactly the patients of its manifest, "
+            "unchanged since enrollment, that its private key is mode 0600 and (with --ca) "
+            "that the federation's CA certificate is valid now."
+        ),
+        examples="bench site check --site /srv/bench-site --ca /srv/bench-site/ca.crt",
+    )
     check.add_argument("--site", required=True, type=Path, help="the site's folder")
     check.add_argument("--ca", type=Path, help="the federation's ca.crt")
     check.set_defaults(func=cmd_site_check)
-    start = verbs.add_parser("start", help="run the site's SuperNode (foreground)")
-    start.add_argument("--site", required=True, type=Path)
-    start.add_argument("--partition", required=True, type=int)
+    start = add_command(
+        verbs,
+        "start",
+        summary="run the site's SuperNode (foreground)",
+        description=(
+            "Runs flower-supernode with the site's key, its site config and the partition the "
+            "operator gave it; its ClientApps read only the site's data folder."
+        ),
+        examples="bench site start --site /srv/bench-site --partition 0 --superlink link:9092 "
+        "--ca ca.crt",
+    )
+    start.add_argument("--site", required=True, type=Path, help="the site's folder")
+    start.add_argument(
+        "--partition", required=True, type=int, help="the site's partition id (from the operator)"
+    )
     start.add_argument("--superlink", required=True, help="the SuperLink's host:port")
     start.add_argument("--ca", required=True, type=Path, help="the federation's ca.crt")
     start.add_argument("--port", type=int, default=9094, help="the SuperNode's local port")
@@ -134,7 +167,18 @@ def add_site_commands(commands) -> None:
         """,
     )
     verbs = federation.add_subparsers(dest="verb", required=True, metavar="VERB")
-    fstart = verbs.add_parser("start", help="certificates, manifest, SuperLink, enrolled sites")
+    fstart = add_command(
+        verbs,
+        "start",
+        summary="certificates, manifest, SuperLink, enrolled sites",
+        description=(
+            "Joins the sites' manifests (in --site order: partition ids 0, 1, ...) into "
+            "<out>/manifest.json, makes the TLS certificates (certs/), starts the SuperLink in "
+            "the background (superlink.log, superlink.pid) and registers each site's key."
+        ),
+        examples="bench federation start --out fed --site from-site0/ --site from-site1/ "
+        "--host link.example.org --port 9092",
+    )
     fstart.add_argument("--out", required=True, type=Path, help="the federation's folder")
     fstart.add_argument(
         "--site",
@@ -159,10 +203,31 @@ def add_site_commands(commands) -> None:
         ("stop", cmd_federation_stop, "stop the SuperLink"),
         ("status", cmd_federation_status, "sites online and runs"),
     ):
-        verb = verbs.add_parser(name, help=summary)
-        verb.add_argument("--federation", required=True, type=Path)
+        verb = add_command(
+            verbs,
+            name,
+            summary=summary,
+            description=f"{summary[0].upper()}{summary[1:]} of the federation in --federation.",
+            examples=f"bench federation {name} --federation fed",
+        )
+        verb.add_argument(
+            "--federation", required=True, type=Path, help="the folder of bench federation start"
+        )
         verb.set_defaults(func=func)
-    submit = verbs.add_parser("submit", help="a bench run on the federation (bench run's options)")
-    submit.add_argument("--federation", required=True, type=Path)
+    submit = add_command(
+        verbs,
+        "submit",
+        summary="a bench run on the federation (bench run's options)",
+        description=(
+            "Runs bench run on the federation's sites: the split is made from the federation "
+            "manifest, each task is a Flower run, and the result rows come from the metrics "
+            "the sites send. Submitting again resumes."
+        ),
+        examples="bench federation submit --federation fed --methods fcl --preset tiny "
+        "--out runs/fed",
+    )
+    submit.add_argument(
+        "--federation", required=True, type=Path, help="the folder of bench federation start"
+    )
     add_run_options(submit)
     submit.set_defaults(func=cmd_federation_submit)

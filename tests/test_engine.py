@@ -101,3 +101,36 @@ def test_apps_are_flower_objects():
     from flwr.serverapp import ServerApp
 
     assert isinstance(apps.client_app, ClientApp) and isinstance(apps.server_app, ServerApp)
+
+
+class ReportingToyTask(ToyTask):
+    """After the last round each client reports its own weights and what it was sent."""
+
+    def client_outcome(self, client, summary, shared):
+        if self.fail == (client, "finish"):
+            raise RuntimeError("injected failure at the end")
+        own = self.load_client_state(client, summary["rounds"] - 1)["w"]
+        sent = None if shared is None else shared["w"].tolist()
+        return {"w": own}, {"summary": summary, "sent": sent}
+
+
+def test_the_closing_exchange_brings_each_clients_report_to_the_server(tmp_path):
+    final = run_in_process(ReportingToyTask(tmp_path / "local", aggregate=False))
+    assert [c["info"]["summary"] for c in final["clients"]] == [
+        {"rounds": 3, "stopped": False, "best_round": None}
+    ] * 3
+    for client, outcome in enumerate(final["clients"]):
+        assert outcome["info"]["sent"] is None  # each client keeps its own model
+        assert torch.equal(outcome["arrays"]["w"], torch.full((4,), (client + 1) * 6.0))
+    shared = run_in_process(ReportingToyTask(tmp_path / "fedavg"))
+    assert [c["info"]["sent"] for c in shared["clients"]] == [shared["state"]["w"].tolist()] * 3
+
+
+def test_a_client_failing_in_the_closing_exchange_fails_the_task(tmp_path):
+    task = ReportingToyTask(tmp_path, fail=(1, "finish"))
+    with pytest.raises(ClientFailure, match="finishing: client 1: .*injected failure at the end"):
+        run_in_process(task)
+    # The rounds are in the checkpoint: running it again repeats only the closing exchange.
+    task.fail = (0, 0)  # would fail the task if any round were trained again
+    final = run_in_process(task)
+    assert final["rounds"] == 3 and len(final["clients"]) == 3

@@ -35,6 +35,7 @@ from bench.federated.federation import deployment_spec
 from bench.federated.grid import InProcessGrid
 from bench.federated.jobs import forget_task, register_task, write_job
 from bench.federated.loopback import split_folder_into_sites
+from bench.federated.site import SiteConfig, spec_at_site
 from bench.federated.strategy import ClientFailure
 
 SITES = 3
@@ -221,3 +222,18 @@ def test_a_run_stops_naming_the_site_whose_data_changed(federation_data, tmp_pat
     )
     assert [(f["round"], f["partition"]) for f in failures] == [(1, 2)]
     assert f"manifest patient {patient.name!r} is missing" in failures[0]["summary"]
+
+
+def test_a_site_keeps_one_run_folder_per_coordinator_run(tmp_path):
+    """A restarted coordinator resubmits the same run folder: the site finds its client states
+    again (a restart resumes); another run gets another folder."""
+    site = SiteConfig("site0", tmp_path / "data", tmp_path / "work", tmp_path)
+    spec = {"run_dir": "/coordinator/runs/a", "federation": {"split": {}, "manifest": {}}}
+    first = spec_at_site(spec, site, 0)["site"]["run_dir"]
+    assert spec_at_site(dict(spec), site, 0)["site"]["run_dir"] == first
+    assert spec_at_site({**spec, "run_dir": "/coordinator/runs/b"}, site, 0)["site"]["run_dir"] != (
+        first
+    )
+    assert Path(first).parent == tmp_path / "work" / "runs"
+    with pytest.raises(DataError, match="no split and manifest"):
+        spec_at_site({"run_dir": "/x"}, site, 0)

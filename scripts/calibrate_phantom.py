@@ -62,16 +62,17 @@ def difficulty(settings: list[str]) -> Difficulty:
 
 
 def phantom_folder(args, seed: int, hard: Difficulty) -> tuple[Path, str]:
-    """The seed's phantom, drawn once per difficulty (its digest names the folder)."""
-    settings = json.dumps(dataclasses.asdict(hard), sort_keys=True)
+    """The seed's phantom, drawn once per difficulty and size (a digest names the folder)."""
+    per_client = 10  # FCL: 10 training patients per client
+    train, test = args.clients * per_client, args.clients * per_client // 2
+    settings = json.dumps(
+        {**dataclasses.asdict(hard), "train": train, "test": test}, sort_keys=True
+    )
     digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
     folder = Path(args.out) / f"data-seed{seed}-{digest}"
     if not (folder / ".complete").exists():
-        per_client = 10  # FCL: 10 training patients per client
-        write_cine_phantom(
-            folder, args.clients * per_client, args.clients * per_client // 2, seed, difficulty=hard
-        )
-        (folder / "difficulty.json").write_text(settings + "\n")
+        write_cine_phantom(folder, train, test, seed, difficulty=hard)
+        (folder / "settings.json").write_text(settings + "\n")
         (folder / ".complete").write_text("ok\n")
     return folder / "database", digest
 

@@ -46,6 +46,7 @@ SETTINGS = [
     "finetune.batch_size=2",
     "finetune.modes=[federated]",
     "split.n_values=[1]",
+    "split.val_per_client=0",  # no validation round-trip: one message fewer per round
     "run.threads=1",
     "run.tracker=none",
 ]

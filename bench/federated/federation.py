@@ -157,7 +157,10 @@ def start_federation(
             )
     else:
         manifest.save(folder / "manifest.json")
-    federation = Federation(folder, f"{hosts[0]}:{port or free_port()}", bind or hosts[0])
+    if (folder / FEDERATION_FILE).exists() and not port:
+        federation = open_federation(folder)  # restarted: the sites know this address
+    else:
+        federation = Federation(folder, f"{hosts[0]}:{port or free_port()}", bind or hosts[0])
     if federation.pid() is not None:
         raise DataError(folder, "its SuperLink is running; bench federation stop first")
     if not federation.certs["ca_cert"].exists():

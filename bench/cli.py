@@ -119,9 +119,7 @@ def dry_run(config: dict, methods: list[str], profiles: list[str] | None) -> int
         for path in paths:
             if not path.exists():
                 raise FileNotFoundError(f"--profile {path}: no such folder")
-    projection = project(
-        config, methods, profile_paths=paths, log=lambda text: print(text, file=sys.stderr)
-    )
+    projection = project(config, methods, profile_paths=paths)
     print(format_projection(config, methods, projection))
     return 0
 

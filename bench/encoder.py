@@ -86,4 +86,8 @@ class Encoder(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The bottleneck map average-pooled to ``embed_grid`` x ``embed_grid`` and flattened,
         shape (B, out_dim); ``embed_grid`` 1 is the global average (see the module's note)."""
-        return pool_embedding(self.forward(x)[-1], self.embed_grid)
+        return self.embedding(self.forward(x))
+
+    def embedding(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """``embed`` from the feature maps ``forward`` returned (for methods that also decode)."""
+        return pool_embedding(features[-1], self.embed_grid)

@@ -13,18 +13,19 @@ pretraining, one volume per configured phase.
 
 Per-step times come from a recorded ``bench profile`` (its CSV rows: the
 newest for each phase and method at the configured image size and device,
-scaled linearly when its batch differs), or, for steps no profile has, from
-a few steps timed here (``bench.profile.steps``) at a reduced batch and
-scaled to the configured one. Times are never invented for a device this
-machine does not have: a CUDA config without a recorded CUDA profile gets
-the CPU projection, labelled as such. Data preparation, validation and the
-evaluation's inference are not projected.
+scaled linearly when its batch differs); then nothing is built, no data is
+read and no step runs (only pandas reads the CSVs). For steps no profile
+has, no time is given (a dry run times nothing: on a shared 2-core machine
+a step timed once was off by several times, and timing 12 methods took
+minutes); the output names the one command that records a profile. Times
+are never invented for a device this machine does not have: a CUDA config
+without a recorded CUDA profile gets the CPU projection, labelled as such.
+Data preparation, validation and the evaluation's inference are not
+projected.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def plan_run(config: dict, methods: list[str]) -> list[PhasePlan]:
 
 def recorded_rows(config: dict, device_type: str, paths: list[Path]) -> pd.DataFrame:
     """Profile rows of ``paths`` (profile or run folders) for this image size and device type."""
-    from bench.profile.core import load_profile
+    from bench.profile.records import load_profile
 
     frames = [load_profile(p) for p in paths]
     frames = [f for f in frames if len(f)]
@@ -121,67 +122,11 @@ class StepTime:
     source: str
 
 
-def measure_step_times(
-    config: dict, plans: list[PhasePlan], wanted: set[tuple[str, str]], *, log=print
-) -> dict[tuple[str, str], StepTime]:
-    """Per-step seconds timed here on the CPU: one warm-up (FLOP-counted) and one timed step at
-    one volume per batch (pretraining) or the fine-tuning batch, scaled to the planned batch."""
-    import copy
-
-    import torch
-
-    from bench.allocator import tune_cpu_allocator
-    from bench.profile.steps import StepSettings, profile_finetune_step, profile_pretrain_step
-
-    if config["run"].get("tune_malloc", False):
-        tune_cpu_allocator()
-    if config["run"]["threads"]:
-        torch.set_num_threads(int(config["run"]["threads"]))
-    cpu_config = copy.deepcopy(config)
-    # The profile fills FCL's banks with a round's worth of extra forwards: not needed here.
-    cpu_config["pretrain"]["local_steps"] = 1
-    settings = StepSettings(
-        device="cpu", norm_impl=config["model"].get("norm_kernel", "native"), warmup=0, repeats=1
-    )
-    partitions = int(config["pretrain"]["partitions"])
-    times, finetune_step = {}, None
-    for plan in plans:
-        key = (plan.phase, plan.method)
-        if key not in wanted or key in times:
-            continue
-        if plan.phase == "finetune" and finetune_step is not None:
-            # The fine-tuning step is the same U-Net for every method.
-            times[key] = finetune_step
-            continue
-        log(f"timing one {plan.phase} step of {plan.method} on this CPU ...")
-        if plan.phase == "pretrain":
-            result = profile_pretrain_step(plan.method, cpu_config, settings, volumes_per_batch=1)
-            measured_batch = partitions
-        else:
-            result = profile_finetune_step(cpu_config, settings, batch=plan.batch)
-            measured_batch = plan.batch
-        # The busiest thread's run time: the step's time on an idle CPU (timing.Contention),
-        # which a loaded machine's wall clock overstates by the time slices others took.
-        thread_s = result.thread_times[0] if result.thread_times else float("nan")
-        step_s = thread_s if math.isfinite(thread_s) else result.step_times[0]
-        seconds = step_s * plan.batch / measured_batch
-        clock = "thread time" if math.isfinite(thread_s) else "wall"
-        source = f"timed here ({clock}, batch {measured_batch}"
-        source += ", scaled)" if measured_batch != plan.batch else ")"
-        times[key] = StepTime(seconds, source)
-        if plan.phase == "finetune":
-            finetune_step = times[key]
-    return times
-
-
 def project(
     config: dict,
     methods: list[str],
     *,
     profile_paths: list[Path] | None = None,
-    measure: bool = True,
-    cuda_available: bool | None = None,
-    log=print,
 ) -> dict:
     """The plan with per-step times and projected hours; see the module docstring."""
     plans = plan_run(config, methods)
@@ -210,18 +155,16 @@ def project(
                 source += f", batch {int(row['batch'])} scaled"
             times[(plan.phase, plan.method)] = StepTime(float(row["step_s"]) * scale, source)
     missing = {(p.phase, p.method) for p in plans} - set(times)
-    if missing and measure and device_type == "cpu":
-        from bench.profile.env import load_average
-
-        times.update(measure_step_times(config, plans, missing, log=log))
+    if missing:
+        size = config["data"]["preprocess"]["size"]
         notes.append(
-            f"steps timed here once each, at load average {load_average()} on "
-            f"{os.cpu_count()} CPUs, by the busiest thread's run time (the time on an idle CPU; "
-            "optimistic where threads wait on each other); a recorded profile "
-            "(bench profile --preset ...) gives steadier figures"
+            f"no recorded {device_type.upper()} profile at {size} px for "
+            + ", ".join(sorted(f"{phase} {method}" for phase, method in missing))
+            + ": no step is timed by a dry run and no time is guessed; record one (later dry "
+            "runs find it in runs/profile-*): "
+            + f"bench profile --preset {config.get('preset') or 'default'} --device "
+            f"{device_type} --phases pretrain,finetune --repeats 3"
         )
-    elif missing:
-        notes.append("no per-step time for " + ", ".join(sorted(f"{a} {b}" for a, b in missing)))
     entries, total = [], 0.0
     for plan in plans:
         step = times.get((plan.phase, plan.method))
@@ -232,6 +175,7 @@ def project(
     return {
         "entries": entries,
         "total_hours": total,
+        "complete": not missing,
         "device": device_type,
         "configured_device": configured,
         "notes": notes,
@@ -260,8 +204,10 @@ def format_projection(config: dict, methods: list[str], projection: dict) -> str
             f"{plan.phase:9s} {plan.method:13s} {plan.runs:5d} {per_run:>26s} {plan.batch:5d} "
             f"{seconds} {entry['hours']:9.1f}  {step.source if step else 'none'}"
         )
+    incomplete = "incomplete (the steps without a time are left out): "
     lines.append(
-        f"\nprojected: {projection['total_hours']:.1f} hours of steps on "
+        f"\nprojected: {'' if projection['complete'] else incomplete}"
+        f"{projection['total_hours']:.1f} hours of steps on "
         f"{'this CPU' if projection['device'] == 'cpu' else 'the profiled GPU'} "
         "(rounds x local steps x clients per run: the maximum where a unit may stop early; "
         "data preparation, validation and evaluation not included)"

@@ -18,13 +18,14 @@ State is split by ``is_shared(key)``: shared keys are averaged with FedAvg
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.backbone import UNet2D
+if TYPE_CHECKING:  # the U-Net's module imports MONAI: not needed to list the methods
+    from bench.backbone import UNet2D
 
 # BatchNorm's step counter (int64): kept on the client so that every shared tensor
 # is floating point and FedAvg averages only what averaging means something for.

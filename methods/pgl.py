@@ -40,7 +40,6 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import nn
 
 from bench.augment import apply_affine, random_view, relative_theta
-from bench.encoder import pool_embedding
 from bench.methods._momentum import MomentumMethod
 from bench.methods._views_and_losses import float32_loss
 from bench.registry import register_method
@@ -174,7 +173,7 @@ class PGL(MomentumMethod):
     def online(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Global prediction q(g(y)) (N, D) and local prediction map (N, d, H, W)."""
         features = self.unet.encoder(images)
-        embedding = pool_embedding(features[-1], self.unet.encoder.embed_grid)
+        embedding = self.unet.encoder.embedding(features)
         global_pred = self.prediction(self.projection(embedding))
         local_pred = self.local_prediction(self.local_projection(self.unet.decoder(features)))
         return global_pred, local_pred
@@ -182,7 +181,7 @@ class PGL(MomentumMethod):
     @torch.no_grad()
     def target(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.target_encoder(images)
-        embedding = pool_embedding(features[-1], self.target_encoder.embed_grid)
+        embedding = self.target_encoder.embedding(features)
         global_proj = self.target_projection(embedding)
         local_proj = self.target_local_projection(self.target_decoder(features))
         return global_proj, local_proj

@@ -10,11 +10,11 @@ import importlib
 # Imported on first use, not with the package: `bench --help` builds the profile
 # subcommand's parser from bench.profile.cli and must not pay for torch and MONAI.
 _LAZY = {
-    "COLUMNS": "bench.profile.core",
+    "COLUMNS": "bench.profile.records",
     "ProfileResult": "bench.profile.core",
     "format_table": "bench.profile.core",
-    "load_profile": "bench.profile.core",
-    "profile_folder": "bench.profile.core",
+    "load_profile": "bench.profile.records",
+    "profile_folder": "bench.profile.records",
     "run_profile": "bench.profile.core",
     "StepSettings": "bench.profile.steps",
 }

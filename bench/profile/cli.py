@@ -159,7 +159,8 @@ def cmd_profile(args) -> int:
                 raise FileNotFoundError(f"--compare {path}: no such profile JSON")
         print(compare_profiles(*args.compare))
         return 0
-    from bench.profile.core import format_table, profile_folder, run_profile
+    from bench.profile.core import format_table, run_profile
+    from bench.profile.records import profile_folder
     from bench.profile.steps import StepSettings
     from bench.registry import resolve_method_names
 

@@ -190,3 +190,16 @@ def test_dry_run_without_a_profile_guesses_no_time_and_names_the_command(
     assert "projected: incomplete" in out and "no time is guessed" in out
     assert "bench profile --preset tiny --device cpu --phases pretrain,finetune" in out
     assert not any(tmp_path.iterdir())
+
+
+def test_a_profile_recorded_on_a_loaded_machine_gives_its_busiest_thread_time(tmp_path):
+    config = load_config("tiny", ["finetune.batch_size=4"])
+    folder = _profile(tmp_path / "p", "cpu", config["data"]["preprocess"]["size"], 0.5, 0.1)
+    csv = next(folder.glob("*.csv"))
+    frame = pd.read_csv(csv).assign(others_cpu_share=[0.8, 0.1], step_thread_s=[0.2, 0.05])
+    frame.to_csv(csv, index=False)
+    result = project(config, ["simclr"], profile_paths=[folder])
+    by_phase = {e["plan"].phase: e["step"] for e in result["entries"]}
+    assert by_phase["pretrain"].seconds == pytest.approx(0.2)
+    assert "busiest-thread time (others used 80%)" in by_phase["pretrain"].source
+    assert by_phase["finetune"].seconds == pytest.approx(0.1)  # idle enough: wall time

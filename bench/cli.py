@@ -257,7 +257,8 @@ def add_run_options(run) -> None:
         action="append",
         metavar="DIR",
         help="--dry-run: per-step times from this bench profile folder or run folder "
-        "(default: runs/profile-*; steps no profile has are timed here on the CPU); "
+        "(default: runs/profile-*; a dry run times nothing: steps no profile has get no time "
+        "and the command that records one is printed); "
         "e.g. --profile runs/profile-tiny",
     )
 

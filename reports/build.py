@@ -42,6 +42,8 @@ PROFILE_COLUMNS = [
     "flops_per_step",
     "achieved_flops",
     "peak_ratio",
+    "peak_ratio_thread",
+    "others_cpu_share",
     "bytes_per_round",
     "note",
 ]
@@ -54,6 +56,8 @@ PROFILE_HEADERS = {
     "flops_per_step": "FLOPs per step",
     "achieved_flops": "achieved FLOP/s",
     "peak_ratio": "% of matmul peak",
+    "peak_ratio_thread": "% of matmul peak (busiest-thread time)",
+    "others_cpu_share": "CPU taken by other processes (%)",
     "bytes_per_round": "bytes sent per round",
 }
 
@@ -208,6 +212,14 @@ FCL_CAPTION = (
 )
 
 
+MOCO_CAPTION = (
+    " MoCo v2: its queue of negatives (queue_size keys, 256 by default) starts as random unit "
+    "vectors (lightly's memory bank), easy negatives far from every query; the batches' keys "
+    "replace them over the first queue_size / batch steps and lie closer to the queries, so "
+    "its loss rises while they do: not divergence either."
+)
+
+
 def pretraining_section(runs: list[Run], out: Path, name=lambda m: m) -> Section:
     section = Section("Pretraining loss")
     for run in runs:
@@ -215,6 +227,8 @@ def pretraining_section(runs: list[Run], out: Path, name=lambda m: m) -> Section
             continue
         slug = "pretrain-loss-" + "".join(c if c.isalnum() else "-" for c in run.name)
         caption = LOSS_CAPTION + (FCL_CAPTION if "bank_fill" in run.losses else "")
+        if "moco" in set(run.losses["method"]):
+            caption += MOCO_CAPTION
         section.blocks.append(
             figures.save(
                 figures.loss_curves(run.losses, f"{run.name}: pretraining loss per round", name),
@@ -291,33 +305,42 @@ def qualitative_section(runs: list[Run], out: Path, enabled: bool, name=None) ->
     return section
 
 
+def _profiled(method: str, name) -> str:
+    """A profile row's method as the figure shows it: display name, model or sampler."""
+    return figures.SAMPLERS.get(method) or figures.STEP_MODELS.get(method) or name(method)
+
+
 def profile_section(runs: list[Run], out: Path, name=lambda m: m) -> Section:
     section = Section("Profiles")
     for run in runs:
         for profile, frame in run.profiles.items():
             slug = "".join(c if c.isalnum() else "-" for c in f"profile-{run.name}-{profile}")
+            title = f"{run.name}: profile {profile.removeprefix('profile-')}"
             shown = [c for c in PROFILE_COLUMNS if c in frame.columns]
             readable = frame[shown] if len(shown) >= 3 else frame
             if "method" in readable:
-                readable = readable.assign(method=readable["method"].astype(str).map(name))
-            if "peak_ratio" in readable:
-                readable = readable.assign(peak_ratio=100 * readable["peak_ratio"])
+                readable = readable.assign(
+                    method=readable["method"].astype(str).map(lambda m: _profiled(m, name))
+                )
+            for column in ("peak_ratio", "peak_ratio_thread", "others_cpu_share"):
+                if column in readable:
+                    readable = readable.assign(**{column: 100 * readable[column]})
             section.blocks.append(
                 tables.frame_table(
                     readable.rename(columns=PROFILE_HEADERS),
                     slug,
-                    f"{run.name}: profile {profile}",
+                    f"{title}: measured steps",
                     notes=[f"Every column: {run.path / 'profile' / (profile + '.csv')}."],
                 )
             )
-            figure = figures.profile_figure(frame, f"{run.name}: profile {profile}", name)
+            figure = figures.profile_figure(frame, title, name)
             if figure is not None:
                 section.blocks.append(
                     figures.save(
                         figure,
                         out,
                         slug,
-                        f"{run.name}: profile {profile}",
+                        title,
                         figures.profile_caption(frame),
                     )
                 )

@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter
 from bench.reports.aggregate import BASELINE, Experiment
 from bench.reports.analysis import Analysis
 from bench.reports.document import Figure
+from bench.reports.names import DISPLAY, registry_id
 
 DPI = 300  # PNG; PDF and SVG are vector
 STYLE = {"style": "whitegrid", "context": "paper"}
@@ -55,10 +56,31 @@ def save(figure: MplFigure, out_dir: Path, slug: str, title: str, caption: str =
     )
 
 
+def _method_colours() -> dict[str, tuple]:
+    """One fixed colour per registry id, the same in every figure: tab10 for ten methods
+    (random init in its grey), two darker hues from tab20b for the other two."""
+    tab10, tab20b = sns.color_palette("tab10", 10), sns.color_palette("tab20b", 20)
+    hues = [c for i, c in enumerate(tab10) if i != 7] + [tab20b[0], tab20b[4]]
+    methods = [m for m in DISPLAY if m != BASELINE]
+    return {BASELINE: tab10[7], **dict(zip(methods, hues, strict=True))}
+
+
+METHOD_COLOURS = _method_colours()
+
+
 def palette(methods: list[str]) -> dict[str, tuple]:
-    return dict(
-        zip(methods, sns.color_palette("tab10", n_colors=max(len(methods), 1)), strict=False)
-    )
+    """A colour per method (variant) that is the same in every figure; a second variant of the
+    same method, or an unknown method, takes the first colour no other method of the figure
+    has."""
+    spare = [c for c in sns.color_palette("tab20", 20) if c not in METHOD_COLOURS.values()]
+    spare += sns.color_palette("husl", max(len(methods), 1))
+    colours: dict[str, tuple] = {}
+    for method in methods:
+        colour = METHOD_COLOURS.get(registry_id(method))
+        if colour is None or colour in colours.values():
+            colour = next(c for c in spare if c not in colours.values())
+        colours[method] = colour
+    return colours
 
 
 def dice_vs_n(
@@ -253,7 +275,26 @@ STEP_PHASES = {
 }
 
 
-SAMPLERS = {"pretrain_sampler": "pretraining sampler", "finetune_sampler": "fine-tuning sampler"}
+SAMPLERS = {
+    "pretrain_sampler": "pretraining sampler",
+    "finetune_sampler": "fine-tuning sampler",
+    "pretrain_augment": "pretraining augmentation",
+}
+STEP_MODELS = {"unet": "U-Net"}
+# Above this share of the CPU taken by other processes, wall times say more about the machine
+# than about the step (the profiler's own warning threshold): the figure reads the busiest
+# thread's run time instead.
+CONTENDED_SHARE = 0.2
+
+
+def contended_share(frame: pd.DataFrame) -> float | None:
+    """The share of the CPU other processes took while the steps were timed, where it is above
+    ``CONTENDED_SHARE`` and the profile holds busiest-thread times to fall back on."""
+    needed = {"others_cpu_share", "step_thread_s", "peak_ratio_thread", "batch"}
+    if not needed <= set(frame.columns) or not frame["step_thread_s"].notna().any():
+        return None
+    share = frame["others_cpu_share"].max()
+    return float(share) if pd.notna(share) and share > CONTENDED_SHARE else None
 
 
 def profile_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> MplFigure | None:
@@ -268,9 +309,17 @@ def profile_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> MplFigu
     if steps.empty and samplers.empty:
         return None
     steps["label"] = [
-        name(m) if p == "pretrain" else STEP_PHASES[p] + (f" ({name(m)})" if m else "")
+        name(m)
+        if p == "pretrain"
+        else STEP_PHASES[p] + (f" ({STEP_MODELS.get(m, m)})" if m else "")
         for p, m in zip(steps["phase"], steps["method"].fillna("").astype(str), strict=True)
     ]
+    contended = contended_share(frame)
+    rate_label, ratio_column = "throughput (2D slices per second)", "peak_ratio"
+    if contended is not None:  # the busiest thread's run time: what the step costs the CPU
+        steps["slices_per_s"] = steps["batch"] / steps["step_thread_s"]
+        rate_label = "throughput (2D slices per busiest-thread second)"
+        ratio_column = "peak_ratio_thread"
     steps = steps.sort_values(
         ["phase", "label"], key=lambda c: c.map(list(STEP_PHASES).index) if c.name == "phase" else c
     )
@@ -285,9 +334,9 @@ def profile_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> MplFigu
         speed.barh(y, steps["slices_per_s"], color=colours)
         speed.set_yticks(y, steps["label"])
         speed.invert_yaxis()
-        speed.set_xlabel("throughput (2D slices per second)")
+        speed.set_xlabel(rate_label)
         speed.set_title("Training and inference steps")
-        ratio = steps["peak_ratio"] if "peak_ratio" in steps else pd.Series(np.nan, steps.index)
+        ratio = steps.get(ratio_column, pd.Series(np.nan, steps.index))
         for yi, (rate, share) in enumerate(zip(steps["slices_per_s"], ratio, strict=False)):
             text = f"{100 * share:.1f}% of matmul peak" if pd.notna(share) else f"{rate:.0f}/s"
             speed.annotate(
@@ -319,7 +368,7 @@ def profile_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> MplFigu
             for yi, need in enumerate(samplers["consumer_slices_per_s"]):
                 if pd.notna(need):
                     ax.plot([need, need], [yi - 0.4, yi + 0.4], color="k", lw=1.5)
-        ax.set_xlabel("2D slices per second (tick: fastest step's demand)")
+        ax.set_xlabel("2D slices per second\n(tick: the fastest step's demand)")
         ax.set_title("Data samplers")
     figure.suptitle(title)
     return figure
@@ -332,6 +381,13 @@ def profile_caption(frame: pd.DataFrame) -> str:
     )
     if "phase" in frame and (frame["phase"] == "data").any():
         text += "right: the samplers on their own scale (they feed the steps between them). "
+    contended = contended_share(frame)
+    if contended is not None:
+        text += (
+            f"Other processes took {100 * contended:.0f}% of the CPU while the steps were timed, "
+            "so throughput and the share of the peak are computed from the busiest thread's run "
+            "time (what the step costs the CPU), not from the inflated wall time. "
+        )
     if "device_name" in frame and frame["device_name"].notna().any():
         text += f"Device: {', '.join(map(str, frame['device_name'].dropna().unique()))}."
     return text.strip()
@@ -345,6 +401,43 @@ def label_overlay(ax, image: np.ndarray, label: np.ndarray, colours) -> None:
     ax.imshow(rgba, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+# Where a point's label may go, in points from the point: right or left, above or below.
+LABEL_OFFSETS = ((3, 2), (3, -8), (-3, 2), (-3, -8), (3, 9), (3, -15), (-3, 9), (-3, -15))
+
+
+def _label_points(ax, xs, ys, labels, size: float) -> None:
+    """Names beside scatter points, each at the first offset whose box overlaps no label
+    placed before (points from the top down; the first offset when every one overlaps)."""
+    ax.autoscale_view()
+    scale = 72 / ax.figure.dpi  # display pixels to points
+    placed: list[tuple[float, float, float, float]] = []
+    order = sorted(zip(xs, ys, labels, strict=True), key=lambda p: -p[1])
+    for x, y, label in order:
+        px, py = (v * scale for v in ax.transData.transform((x, y)))
+        width, height = 0.6 * size * len(label), size
+        choice = LABEL_OFFSETS[0]
+        for dx, dy in LABEL_OFFSETS:
+            left = px + dx - (width if dx < 0 else 0)
+            box = (left, py + dy, left + width, py + dy + height)
+            if not any(
+                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
+            ):
+                choice = (dx, dy)
+                break
+        dx, dy = choice
+        left = px + dx - (width if dx < 0 else 0)
+        placed.append((left, py + dy, left + width, py + dy + height))
+        ax.annotate(
+            label,
+            (x, y),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            fontsize=size,
+            ha="right" if dx < 0 else "left",
+            va="bottom",
+        )
 
 
 def accuracy_cost_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> MplFigure | None:
@@ -364,9 +457,6 @@ def accuracy_cost_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> M
             for row in data.itertuples(index=False):
                 x, y = getattr(row, cost), getattr(row, f"dice_n{n}")
                 ax.scatter(x, y, color=colours[row.method], s=28, zorder=3)
-                ax.annotate(
-                    name(row.method), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6
-                )
             front = data[data[f"front_n{n}_{cost}"]].sort_values(cost)
             if len(front):
                 ax.step(
@@ -393,6 +483,9 @@ def accuracy_cost_figure(frame: pd.DataFrame, title: str, name=lambda m: m) -> M
                 ax.set_xscale("symlog", linthresh=float(positive.min()))
             ax.set_xlabel(COSTS[cost])
             ax.set_ylabel(f"Dice at N={n}")
+            _label_points(
+                ax, data[cost], data[f"dice_n{n}"], [name(m) for m in data["method"]], size=6
+            )
             if r == 0 and c == 0 and len(front):
                 ax.legend(fontsize="x-small", loc="lower right")
     figure.suptitle(title)

@@ -155,17 +155,19 @@ def test_latex_well_formed(written):
 
 @pytest.mark.skipif(not shutil.which("pdflatex"), reason="pdflatex not installed")
 def test_latex_compiles(written, tmp_path):
-    shutil.copy(written.out / "report.tex", tmp_path / "report.tex")
+    """report.tex with the figures it includes (figures/<slug>.pdf, relative to the report)."""
+    folder = shutil.copytree(written.out, tmp_path / "report")
     done = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
-        cwd=tmp_path,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:]
-    assert (tmp_path / "report.pdf").stat().st_size > 0
+    assert (folder / "report.pdf").stat().st_size > 0
+    assert "not found" not in done.stdout and written.report.figures()
 
 
 def test_markdown_holds_every_table_and_figure(written):

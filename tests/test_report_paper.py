@@ -184,3 +184,34 @@ def test_learning_curves_from_the_units_curves(written):
     figure = next(f for f in written.report.figures() if f.slug == "curves-acdc-real-local")
     texts = svg_texts(written.out / f"figures/{figure.slug}.svg")
     assert {"FCL", "Local CL", "N=1", "N=8", "validation Dice"} <= set(texts)
+
+
+def test_each_method_keeps_one_distinct_colour_in_every_figure():
+    from bench.reports.figures import METHOD_COLOURS, palette
+
+    everything = list(DISPLAY)
+    assert len(set(palette(everything).values())) == len(DISPLAY) == 12
+    some = palette(["vicreg", "fcl", "random"])  # another figure, another order
+    assert {m: some[m] for m in some} == {m: METHOD_COLOURS[m] for m in some}
+    twice = palette(["gcl", "gcl [centralized]", "swav"])  # two variants: two colours
+    assert len(set(twice.values())) == 3 and twice["gcl"] == METHOD_COLOURS["gcl"]
+
+
+def test_profile_under_contention_reads_the_busiest_threads_time():
+    """A profile timed while other processes took 96% of the CPU: the figure's throughput and
+    share of the peak come from the busiest thread's run time, and the caption says so."""
+    from bench.reports.figures import profile_caption, profile_figure
+
+    frame = make_runs.profile_frame(("simclr", "fcl")).assign(
+        others_cpu_share=0.96, step_thread_s=0.08, peak_ratio_thread=0.45
+    )
+    frame.loc[frame["phase"] == "data", ["step_thread_s", "peak_ratio_thread"]] = np.nan
+    figure = profile_figure(frame, "contended", display_name)
+    speed = figure.axes[0]
+    texts = [t.get_text() for t in speed.texts]
+    assert texts and all(t == "45.0% of matmul peak" for t in texts)
+    widths = sorted(round(p.get_width(), 6) for p in speed.patches)
+    assert widths == [100.0, 200.0, 200.0]  # batch 8 and 16 over 0.08 s
+    assert "busiest-thread" in speed.get_xlabel()
+    assert "96% of the CPU" in profile_caption(frame)
+    assert "busiest" not in profile_caption(frame.assign(others_cpu_share=0.05))

@@ -78,7 +78,11 @@ def _say(message: str, quiet: bool) -> None:
 def experiment_sections(analysis: Analysis, out: Path, matched: set[str]) -> list[Section]:
     sections = []
     for experiment in analysis.experiments:
-        section = Section(f"{experiment.title} ({experiment.detail})")
+        protocol = ((analysis.config(experiment) or {}).get("split") or {}).get("protocol")
+        detail = (
+            f"split protocol {protocol}, {experiment.detail}" if protocol else experiment.detail
+        )
+        section = Section(f"{experiment.title} ({detail})")
         sections.append(section)
         if analysis.n_values(experiment):
             section.blocks.append(tables.measured_table(analysis, experiment))

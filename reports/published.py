@@ -84,11 +84,12 @@ def fcl_table(name: str) -> pd.DataFrame:
 
 
 def run_protocol(config: dict | None, preset: str) -> str:
-    """A run's protocol in one line: clients, folds, resolution and preset."""
+    """A run's protocol in one line: split protocol, clients, folds, resolution and preset."""
     config = config or {}
     split = config.get("split") or {}
     prep = (config.get("data") or {}).get("preprocess") or {}
     parts = [
+        f"split protocol {split['protocol']}" if "protocol" in split else None,
         f"{split['clients']} clients" if "clients" in split else None,
         f"{split['folds']}-fold" if "folds" in split else None,
         f"{prep['spacing_mm']} mm in-plane" if "spacing_mm" in prep else None,
@@ -102,6 +103,7 @@ def like_for_like(config: dict | None, preset: str) -> bool:
     split = (config or {}).get("split") or {}
     return (
         preset == PAPER_PRESET
+        and split.get("protocol", "fcl") == "fcl"  # Wu et al.'s folds (runs before the key: fcl)
         and split.get("clients", PAPER_CLIENTS) == PAPER_CLIENTS
         and split.get("folds", PAPER_FOLDS) == PAPER_FOLDS
     )

@@ -215,3 +215,15 @@ def test_profile_under_contention_reads_the_busiest_threads_time():
     assert "busiest-thread" in speed.get_xlabel()
     assert "96% of the CPU" in profile_caption(frame)
     assert "busiest" not in profile_caption(frame.assign(others_cpu_share=0.05))
+
+
+def test_the_split_protocol_labels_the_comparison_and_decides_like_for_like():
+    from bench.reports.published import like_for_like, run_protocol
+
+    split = {"protocol": "fcl", "clients": 10, "folds": 5}
+    config = {"split": split, "data": {"preprocess": {"spacing_mm": 1.367, "size": 192}}}
+    assert run_protocol(config, "paper") == (
+        "split protocol fcl, 10 clients, 5-fold, 1.367 mm in-plane, 192×192 px, preset paper"
+    )
+    assert like_for_like(config, "paper") and not like_for_like(config, "small")
+    assert not like_for_like({"split": {**split, "protocol": "own"}}, "paper")

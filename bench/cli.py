@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(commands)
     add_profile_command(commands)
     add_export_command(commands)
-    add_site_commands(commands)
+    add_site_commands(commands, add_run_options, cmd_run)
     return parser
 
 

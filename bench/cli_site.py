@@ -5,7 +5,10 @@ Walk-through: docs/DEPLOYMENT.md. Heavy modules are imported when a command runs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bench.cli_help import add_command
 
@@ -70,18 +73,19 @@ def cmd_federation_status(args) -> int:
     return 0
 
 
-def cmd_federation_submit(args) -> int:
-    from bench.cli import cmd_run
+def cmd_federation_submit(args, run_command: Callable[[Any], int]) -> int:
     from bench.federated.federation import open_federation
 
     federation = open_federation(args.federation)
     args.set = [*federation.run_overrides(), *args.set]
-    return cmd_run(args)
+    return run_command(args)
 
 
-def add_site_commands(commands) -> None:
-    from bench.cli import add_run_options
-
+def add_site_commands(
+    commands, add_run_options: Callable[[Any], None], run_command: Callable[[Any], int]
+) -> None:
+    """Adds `bench site` and `bench federation`; the run options and `bench run` itself come
+    from the caller, so that this module does not import bench.cli back."""
     site = add_command(
         commands,
         "site",
@@ -230,4 +234,4 @@ def add_site_commands(commands) -> None:
         "--federation", required=True, type=Path, help="the folder of bench federation start"
     )
     add_run_options(submit)
-    submit.set_defaults(func=cmd_federation_submit)
+    submit.set_defaults(func=partial(cmd_federation_submit, run_command=run_command))

@@ -10,6 +10,7 @@ around the heart (the labelled region with a margin); the Dice under each predic
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -103,6 +104,9 @@ def slice_dice(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> f
     return float(np.mean(scores)) if scores else float("nan")
 
 
+WIDE_GRID = 8  # panels side by side at most (image, ground truth and 6 methods)
+
+
 def grid(
     config: dict, bundle, models: dict[str, Path], title: str, n_slices: int = 3, name=None
 ) -> MplFigure:
@@ -111,23 +115,37 @@ def grid(
     methods = method_order(models)
     nets = {m: load_model(config, models[m], bundle.num_classes) for m in methods}
     colours = sns.color_palette("Set1", n_colors=bundle.num_classes - 1)
-    ncols = 2 + len(methods)
-    figure, axes = themed(1.9 * ncols, 2.0 * len(slices) + 0.6, ncols=ncols, nrows=len(slices))
+    columns = ["image", "ground truth", *[name(m) for m in methods]]
+    # At most WIDE_GRID panels side by side: more methods wrap into further blocks of rows (a
+    # row per patient in each block), so that the grid keeps a page's proportions.
+    blocks = math.ceil(len(columns) / WIDE_GRID)
+    per_row = math.ceil(len(columns) / blocks)
+    figure, axes = themed(
+        1.9 * per_row, 2.0 * blocks * len(slices) + 0.6, ncols=per_row, nrows=blocks * len(slices)
+    )
+
+    def at(patient: int, item: int):
+        return axes[(item // per_row) * len(slices) + patient, item % per_row]
+
     for row, (patient, where, image, label) in enumerate(slices):
         crop = heart_box(label)
-        axes[row, 0].imshow(image[crop], cmap="gray", interpolation="nearest")
-        axes[row, 0].set_xticks([])
-        axes[row, 0].set_yticks([])
-        axes[row, 0].set_ylabel(f"{patient}\n{where}", fontsize=7)
-        label_overlay(axes[row, 1], image[crop], label[crop], colours)
+        at(row, 0).imshow(image[crop], cmap="gray", interpolation="nearest")
+        at(row, 0).set_xticks([])
+        at(row, 0).set_yticks([])
+        label_overlay(at(row, 1), image[crop], label[crop], colours)
         for col, method in enumerate(methods, start=2):
             prediction = predict_slice(nets[method], image)
-            label_overlay(axes[row, col], image[crop], prediction[crop], colours)
+            label_overlay(at(row, col), image[crop], prediction[crop], colours)
             dice = slice_dice(prediction, label, bundle.num_classes)
-            axes[row, col].set_xlabel(f"2D slice Dice {dice:.2f}", fontsize=7)
-        if row == 0:
-            for col, column in enumerate(["image", "ground truth", *[name(m) for m in methods]]):
-                axes[row, col].set_title(column, fontsize=8)
+            at(row, col).set_xlabel(f"2D slice Dice {dice:.2f}", fontsize=7)
+        for block in range(blocks):  # the patient at the start of its row in every block
+            at(row, block * per_row).set_ylabel(f"{patient}\n{where}", fontsize=7)
+        for col, column in enumerate(columns):
+            if row == 0:
+                at(row, col).set_title(column, fontsize=8)
+    for empty in range(len(columns), blocks * per_row):
+        for row in range(len(slices)):
+            at(row, empty).set_visible(False)
     legend = ", ".join(
         f"{class_name}: {['red', 'blue', 'green', 'purple'][i % 4]}"
         for i, class_name in enumerate(bundle.class_names)

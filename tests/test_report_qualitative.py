@@ -99,6 +99,24 @@ def test_grid_of_same_slices_for_every_method(tmp_path):
     assert pixels.std() > 5
 
 
+def test_many_methods_wrap_into_blocks_not_a_strip(tmp_path):
+    """Seven methods + image + ground truth = 9 panels: two blocks of 5 columns (a row per
+    patient in each), every method titled once, each row naming its patient."""
+    methods = ["random", "simclr", "fcl", "local_cl", "moco", "byol", "swav"]
+    write_models(tmp_path, CONFIG, 4, [f"{m}-seed0-local-N1.safetensors" for m in methods])
+    (_, _, figure), *_ = qualitative_figures(tmp_path, bundle=fake_bundle())[0]
+    visible = [ax for ax in figure.axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in visible if ax.get_title()]
+    names = {"Random init", "SimCLR", "FCL", "Local CL", "MoCo v2", "BYOL", "SwAV"}
+    assert titles[:2] == ["image", "ground truth"] and set(titles[2:]) == names
+    assert len(titles) == 9
+    assert len(visible) == 9 * 2 and len(figure.axes) == 10 * 2
+    rows = [ax.get_ylabel() for ax in visible if ax.get_ylabel()]
+    assert rows == ["patient001\nED z=2", "patient002\nED z=2"] * 2
+    width, height = figure.get_size_inches()
+    assert width < 2 * height
+
+
 def test_no_models_gives_a_note(tmp_path):
     figures, note = qualitative_figures(tmp_path)
     assert figures == [] and "no fine-tuned models saved" in note

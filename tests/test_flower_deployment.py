@@ -1,13 +1,21 @@
 """Flower's deployment runtime on loopback: a real SuperLink and SuperNode processes.
 
-TLS and SuperNode authentication are on, as docs/DEPLOYMENT.md sets them up.
-Both runs are submitted at once (they share the SuperNodes), so the slow part,
-one ClientApp process per message importing torch, overlaps.
+Set up as docs/DEPLOYMENT.md says: TLS, registered SuperNode keys only, the
+SuperLink on 127.0.0.1 with the sites reaching only its Fleet API through the
+gateway, partition claims signed by the sites' keys, long-running ClientApp
+workers. One federation serves every test: where this host can make a network
+namespace, the gateway listens on a veth address and a stranger in the namespace
+holding only ``ca.crt`` tries to enroll, list the nodes and submit a run; an
+enrolled rogue SuperNode claims site 0's partition in both runs. Both runs are
+submitted at once (they share the SuperNodes).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +26,14 @@ from bench.federated.certificates import make_supernode_key
 from bench.federated.deployment import write_app_dir
 from bench.federated.engine import run_task
 from bench.federated.jobs import write_job
-from bench.federated.loopback import LocalFederation, node_config
+from bench.federated.loopback import (
+    LocalFederation,
+    NamespaceUnavailable,
+    network_namespace,
+    node_config,
+    wait_for,
+    write_cli_config,
+)
 from bench.io import torch_load
 from bench.synthetic_tasks import build_synthetic_task, synthetic_spec
 
@@ -50,11 +65,29 @@ KILLED = {
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory):
+def namespace():
+    """(run_in, host_ip, None) of a namespace joined by a veth pair, or (None, 127.0.0.1, why)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            run_in, host_ip, _ = stack.enter_context(network_namespace())
+        except NamespaceUnavailable as error:
+            yield None, "127.0.0.1", f"no network namespace here ({error})"
+            return
+        yield run_in, host_ip, None
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory, namespace):
     root = tmp_path_factory.mktemp("flower-dep")
-    with LocalFederation(root / "federation") as fed:
-        fed.start_superlink()
+    with LocalFederation(root / "federation", fleet_host=namespace[1]) as fed:
+        # SQLite state, as a long-running SuperLink keeps it; both runs are in flight at once.
+        fed.start_superlink(database=root / "state" / "superlink.db")
         fed.start_sites(SITES, root / "keys")
+        # An enrolled node (its key registered) that claims site 0's partition with its own key.
+        rogue, rogue_public = make_supernode_key(root / "keys", "rogue")
+        fed.register(rogue_public)
+        fed.start_supernode("rogue", rogue, node_config(0, SITES, private_key=rogue))
+        wait_for(lambda: fed.supernodes_online() == SITES + 1, 180, "the rogue node to connect")
         app = write_app_dir(root / "app")
         jobs = {
             "clean": _spec(root, "clean", CLEAN["method"], config=CLEAN["config"]),
@@ -94,12 +127,112 @@ def _same_state(a: dict, b: dict) -> bool:
 def test_supernodes_without_valid_credentials_are_refused(federation):
     fed, root, _ = federation
     stranger, _ = make_supernode_key(root / "keys", "stranger")  # never registered
-    unregistered = fed.start_supernode("stranger", stranger, node_config(0, SITES), retries=1)
-    anonymous = fed.start_supernode("anonymous", None, node_config(1, SITES), retries=1)
+    unregistered = fed.start_supernode(
+        "stranger", stranger, node_config(0, SITES), retries=1, worker=False
+    )
+    anonymous = fed.start_supernode(
+        "anonymous", None, node_config(1, SITES), retries=1, worker=False
+    )
     for name, process in (("stranger", unregistered), ("anonymous", anonymous)):
         assert process.wait(timeout=180) != 0, fed.log(name)
         assert "could not establish a connection to the SuperLink" in fed.log(name)
-    assert fed.supernodes_online() == SITES
+    assert fed.supernodes_online() == SITES + 1  # the sites and the enrolled rogue
+
+
+PROBE = """
+import ssl, httpx
+try:
+    tls = ssl.create_default_context(cafile={ca!r})
+    print(httpx.post({url!r}, content=b"", verify=tls, timeout=20).status_code)
+except httpx.TransportError:
+    print(0)
+"""
+
+
+def _https(run_in, ca_cert, url: str) -> int:
+    """The HTTP status of a POST to ``url`` (0: no connection), made where ``run_in`` runs."""
+    code = PROBE.format(url=url, ca=str(ca_cert))
+    done = subprocess.run(
+        run_in([sys.executable, "-c", code]), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+def test_the_control_api_is_not_served_on_the_fleet_address(federation):
+    fed, root, _ = federation
+    fleet, control = f"https://{fed.address}", f"https://{fed.control_address}"
+    same_host = lambda command: command  # noqa: E731
+    assert _https(same_host, fed.certs["ca_cert"], f"{fleet}/v1/control/list-nodes") == 404
+    assert _https(same_host, fed.certs["ca_cert"], f"{fleet}/v1/runtime/acquire-task") == 404
+    # the Fleet API answers there (refusing an unsigned call), the Control API on 127.0.0.1
+    assert _https(same_host, fed.certs["ca_cert"], f"{fleet}/v1/fleet/get-run") not in (0, 404)
+    assert _https(same_host, fed.certs["ca_cert"], f"{control}/v1/control/list-nodes") != 404
+    # the flwr CLI pointed at the Fleet address gets nothing
+    home = root / "cli-at-fleet"
+    write_cli_config(home, "fleet", fed.address, fed.certs["ca_cert"])
+    env = {**fed.env, "FLWR_HOME": str(home)}
+    done = subprocess.run(
+        ["flwr", "supernode", "ls", "fleet"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0, done.stdout
+
+
+def test_a_stranger_with_only_the_ca_certificate_cannot_enroll_list_or_submit(
+    federation, namespace
+):
+    run_in, host_ip, reason = namespace
+    if run_in is None:
+        pytest.skip(reason)
+    fed, root, runs = federation
+    ca = root / "stranger" / "ca.crt"  # all the stranger holds, besides its own key
+    ca.parent.mkdir()
+    ca.write_bytes(fed.certs["ca_cert"].read_bytes())
+    _, public = make_supernode_key(root / "stranger", "rogue-site")
+    fleet = f"https://{fed.address}"
+    # It can reach the Fleet API from its namespace (premise), and nothing else.
+    assert _https(run_in, ca, f"{fleet}/v1/fleet/get-run") not in (0, 404)
+    assert _https(run_in, ca, f"{fleet}/v1/control/list-nodes") == 404
+    control_port = fed.control_address.rsplit(":", 1)[1]
+    assert _https(run_in, ca, f"https://{host_ip}:{control_port}/v1/control/list-nodes") == 0
+    nodes_before = fed.flwr("supernode", "ls", fed.link_name, "--format", "json")
+    runs_before = fed.flwr("ls", fed.link_name, "--format", "json")
+    # The flwr CLI pointed at the address it can reach (the SuperLink's own port it cannot).
+    home = root / "stranger" / "flwr-home"
+    write_cli_config(home, "link", fed.address, ca)
+    env = {**fed.env, "FLWR_HOME": str(home)}
+    for command in (
+        ["flwr", "supernode", "register", str(public), "link"],
+        ["flwr", "supernode", "ls", "link"],
+        ["flwr", "run", str(root / "app"), "link", "--run-config", 'job="/nonexistent"'],
+    ):
+        done = subprocess.run(run_in(command), env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0, f"{command}: {done.stdout}"
+    assert _node_ids(fed.flwr("supernode", "ls", fed.link_name, "--format", "json")) == (
+        _node_ids(nodes_before)
+    )
+    assert len(json.loads(_json(fed.flwr("ls", fed.link_name, "--format", "json")))["runs"]) == (
+        len(json.loads(_json(runs_before))["runs"])
+    )
+
+
+def _json(out: str) -> str:
+    return out[out.index("{") :]
+
+
+def _node_ids(out: str) -> list[str]:
+    return sorted(node["node-id"] for node in json.loads(_json(out))["nodes"])
+
+
+def test_an_enrolled_node_claiming_another_sites_partition_is_refused(federation):
+    fed, _, runs = federation
+    for run_id, spec in runs.values():
+        fed.wait_run(run_id, RUN_TIMEOUT)
+        claims = json.loads(Path(spec["work_dir"], "server", "claims.json").read_text())
+        assert sorted(c["partition"] for c in claims["accepted"]) == list(range(SITES))
+        assert [(r["partition"], "does not verify" in r["reason"]) for r in claims["refused"]] == [
+            (0, True)
+        ], claims
 
 
 def test_deployment_matches_in_process_bitwise(federation):

@@ -7,8 +7,10 @@ payload arrays (FCL's feature vectors) cross between them.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from logging import ERROR
 from pathlib import Path
 from typing import cast
 
@@ -22,10 +24,19 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.clientapp import ClientApp
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from tqdm.auto import tqdm
 
 from bench.federated.checkpoint import ServerCheckpoint
+from bench.federated.claims import (
+    ClaimChecker,
+    PartitionKeysError,
+    new_nonce,
+    read_partition_keys,
+    sign_claim,
+)
+from bench.federated.grid import PromptGrid
 from bench.federated.jobs import task_for
 from bench.federated.outcomes import collect_outcomes, finish_reply
 from bench.federated.serialization import (
@@ -35,6 +46,7 @@ from bench.federated.serialization import (
     state_to_record,
 )
 from bench.federated.strategy import FORWARDED_PREFIX, PAYLOAD_KEY, BenchFedAvg, ClientFailure
+from bench.io import atomic_write_text
 
 client_app = ClientApp()
 server_app = ServerApp()
@@ -61,9 +73,18 @@ def _task(context: Context):
 
 @client_app.query()
 def identify(msg: Message, context: Context) -> Message:
-    return Message(
-        RecordDict({"metrics": MetricRecord({"partition-id": _partition(context)})}), reply_to=msg
-    )
+    """Says which partition this node serves, signed with the site's key when asked to prove it."""
+    partition = _partition(context)
+    content = RecordDict({"metrics": MetricRecord({"partition-id": partition})})
+    request = msg.content.config_records.get("config")
+    nonce = request.get("claim-nonce") if request is not None else None
+    key = context.node_config.get("private-key")
+    if nonce and key:
+        signature = sign_claim(
+            Path(str(key)), context.run_id, context.node_id, partition, bytes.fromhex(str(nonce))
+        )
+        content["claim"] = ConfigRecord({"signature": signature})
+    return Message(content, reply_to=msg)
 
 
 @client_app.train()
@@ -107,40 +128,122 @@ def finish(msg: Message, context: Context) -> Message:
     return Message(finish_reply(_task(context), _partition(context), msg.content), reply_to=msg)
 
 
-def map_nodes_to_partitions(grid: Grid, expected: int, wait: float = 0.0) -> dict[int, int]:
+def map_nodes_to_partitions(
+    grid: Grid, expected: int, wait: float = 0.0, claims: ClaimChecker | None = None
+) -> dict[int, int]:
     """Asks every node for its partition id: Flower's node ids are random.
 
-    Waits up to ``wait`` seconds for ``expected`` nodes to connect (deployment).
+    Without ``claims`` (one machine, in-process or simulation) the nodes' word is
+    taken. With ``claims`` (deployment) each node must prove its claim by signing
+    the run's nonce; a claim that does not verify, names a partition nobody holds
+    or repeats an accepted one is refused and logged, and the node takes no part.
+    Waits up to ``wait`` seconds for one accepted node per partition.
     """
     deadline = time.monotonic() + wait
-    node_ids = sorted(grid.get_node_ids())
-    while len(node_ids) < expected and time.monotonic() < deadline:
+    mapping: dict[int, int] = {}
+    asked: set[int] = set()
+    while True:
+        node_ids = sorted(set(grid.get_node_ids()) - asked)
+        # Without claims, all nodes are asked at once, as soon as there are enough.
+        ready = claims is not None or len(asked) + len(node_ids) >= expected
+        if node_ids and (ready or time.monotonic() >= deadline):
+            asked.update(node_ids)
+            mapping.update(_ask_partitions(grid, node_ids, claims, max(wait, 60.0)))
+        if claims is None and asked:
+            break
+        if len(mapping) == expected and sorted(mapping.values()) == list(range(expected)):
+            break
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.5)
-        node_ids = sorted(grid.get_node_ids())
+    if sorted(mapping.values()) != list(range(expected)):
+        refused = "; ".join(
+            f"node {r['node_id']} (partition {r['partition']}): {r['reason']}"
+            for r in (claims.refused if claims else [])
+        )
+        raise RuntimeError(
+            f"expected one node for each partition 0..{expected - 1}, "
+            f"{'accepted claims' if claims else 'nodes reported'} {sorted(mapping.values())} "
+            f"(waited {wait:g} s); check each SuperNode's --node-config partition-id"
+            + (f"; refused: {refused}" if refused else "")
+        )
+    return mapping
+
+
+def _ask_partitions(
+    grid: Grid, node_ids: list[int], claims: ClaimChecker | None, timeout: float
+) -> dict[int, int]:
+    request = {} if claims is None else {"claim-nonce": claims.nonce.hex()}
     queries = [
         Message(
-            RecordDict({"config": ConfigRecord({})}),
+            RecordDict({"config": ConfigRecord(request)}),
             dst_node_id=node,
             message_type=MessageType.QUERY,
         )
         for node in node_ids
     ]
     mapping = {}
-    for reply in grid.send_and_receive(queries, timeout=max(wait, 60.0)):
+    for reply in grid.send_and_receive(queries, timeout=timeout):
+        node = reply.metadata.src_node_id
         if reply.has_error():
-            raise RuntimeError(
-                f"node {reply.metadata.src_node_id} did not say its partition: {reply.error.reason}"
+            if claims is None:
+                raise RuntimeError(f"node {node} did not say its partition: {reply.error.reason}")
+            claims.refused.append(
+                {"node_id": node, "partition": None, "reason": reply.error.reason}
             )
-        mapping[reply.metadata.src_node_id] = int(
-            cast(int, reply.content.metric_records["metrics"]["partition-id"])
-        )
-    if sorted(mapping.values()) != list(range(expected)):
-        raise RuntimeError(
-            f"expected one node for each partition 0..{expected - 1}, nodes reported "
-            f"{sorted(mapping.values())} "
-            f"(waited {wait:g} s); check each SuperNode's --node-config partition-id"
-        )
+            continue
+        partition = int(cast(int, reply.content.metric_records["metrics"]["partition-id"]))
+        if claims is None:
+            mapping[node] = partition
+            continue
+        proof = reply.content.config_records.get("claim")
+        reason = claims.check(node, partition, str(proof["signature"]) if proof else None)
+        if reason is None:
+            mapping[node] = partition
+        else:
+            log(
+                ERROR, "bench: refused node %s's claim to partition %s: %s", node, partition, reason
+            )
     return mapping
+
+
+def claim_checker(context: Context) -> ClaimChecker | None:
+    """The run's claim checker: deployments must name the operator's partition keys.
+
+    Runs on one machine (``trusted-partitions``, set by the in-process and simulation
+    engines) take the nodes' word.
+    """
+    path = context.run_config.get("partition-keys")
+    if path:
+        return ClaimChecker(read_partition_keys(Path(str(path))), context.run_id, new_nonce())
+    if context.run_config.get("trusted-partitions"):
+        return None
+    raise PartitionKeysError(
+        'this run names no partition keys (run config partition-keys="/path/partition-keys.json"); '
+        "a deployment verifies which site serves which partition (docs/DEPLOYMENT.md)"
+    )
+
+
+def record_claims(folder: Path, claims: ClaimChecker, mapping: dict[int, int]) -> Path:
+    """``<work>/server/claims.json``: the run's accepted and refused partition claims."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "claims.json"
+    atomic_write_text(
+        path,
+        json.dumps(
+            {
+                "run_id": claims.run_id,
+                "accepted": [
+                    {"node_id": node, "partition": partition}
+                    for node, partition in sorted(mapping.items(), key=lambda item: item[1])
+                ],
+                "refused": claims.refused,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    return path
 
 
 def fault_settings(task) -> tuple[int, float]:
@@ -155,11 +258,21 @@ def fault_settings(task) -> tuple[int, float]:
 @server_app.main()
 def serve(grid: Grid, context: Context) -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    if isinstance(grid, HttpGrid):  # deployment
+        grid = PromptGrid(grid)  # looks for replies every 0.2 s, not every 3 s
     task = task_for(str(context.run_config["job"]))
     checkpoint = ServerCheckpoint(Path(task.work_dir) / "server", task.server_decision)
     min_replies, timeout = fault_settings(task)
+    claims = claim_checker(context)
+    try:
+        partitions = map_nodes_to_partitions(grid, task.num_clients, wait=timeout, claims=claims)
+    finally:
+        if claims is not None:
+            record_claims(Path(task.work_dir) / "server", claims, claims.accepted)
     strategy = BenchFedAvg(
-        map_nodes_to_partitions(grid, task.num_clients, wait=timeout),
+        partitions,
         aggregate=task.aggregate,
         validates=task.validates,
         min_replies=min_replies,

@@ -1,54 +1,89 @@
 """TLS certificates for the SuperLink and authentication keys for the SuperNodes.
 
-Uses the ``cryptography`` package (a Flower dependency), else the openssl and
-ssh-keygen command-line tools. See docs/DEPLOYMENT.md.
+Every private key (and the SuperExec shared secret) is created with mode 0600 from
+its first byte (``os.open`` with ``O_EXCL`` and the mode, whatever the umask), and an
+existing key is never overwritten. ``make_certificates`` keeps the CA's private key
+in its own folder, apart from what the sites receive. See docs/DEPLOYMENT.md.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import os
+import secrets
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# make_certificates' folders: what stays offline, what the SuperLink host keeps, what sites get.
+CA_FOLDER = "ca-private"
+SUPERLINK_FOLDER = "superlink"
+SITES_FOLDER = "for-sites"
+
+
+def private_folder(folder: Path) -> Path:
+    """``folder`` (created if needed) readable by its owner only (mode 0700)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
+    return folder
+
+
+def write_private_file(path: Path, data: bytes) -> Path:
+    """Creates ``path`` holding ``data``, mode 0600 from the first byte; refuses to overwrite.
+
+    ``O_EXCL`` makes the call fail (``FileExistsError``) if the file exists, so a key
+    is never replaced by accident nor written through a planted link; ``fchmod``
+    sets 0600 before any byte is written, whatever the umask.
+    """
+    path = Path(path)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            descriptor = -1  # the file object owns it now
+            out.write(data)
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
+    return path
+
+
+def make_secret(path: Path, size: int = 32) -> Path:
+    """A random shared secret (``size`` bytes) for Flower's ``--superexec-auth-secret-file``."""
+    return write_private_file(path, secrets.token_bytes(size))
 
 
 def make_certificates(folder: Path, hosts: list[str], days: int = 365) -> dict[str, Path]:
     """A CA and a server certificate for the SuperLink, valid for ``hosts`` (names or IPs).
 
-    Writes ``ca.crt``, ``ca.key``, ``server.pem``, ``server.key`` under ``folder``.
-    Uses the ``cryptography`` package (a Flower dependency), else the openssl CLI.
+    Writes, under ``folder``:
+
+    - ``ca-private/ca.key``: the CA's private key; keep it offline (folder mode 0700);
+    - ``superlink/server.pem`` and ``superlink/server.key``: stay on the SuperLink host;
+    - ``for-sites/ca.crt``: the CA certificate, the only file every site receives.
+
+    Returns the paths as ``ca_cert``, ``ca_key``, ``server_cert``, ``server_key``.
+    Refuses (``FileExistsError``) to overwrite an existing key.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    ca_dir = private_folder(folder / CA_FOLDER)
+    link_dir = private_folder(folder / SUPERLINK_FOLDER)
+    sites_dir = folder / SITES_FOLDER
+    sites_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "ca_cert": folder / "ca.crt",
-        "ca_key": folder / "ca.key",
-        "server_cert": folder / "server.pem",
-        "server_key": folder / "server.key",
+        "ca_cert": sites_dir / "ca.crt",
+        "ca_key": ca_dir / "ca.key",
+        "server_cert": link_dir / "server.pem",
+        "server_key": link_dir / "server.key",
     }
-    try:
-        import cryptography  # noqa: F401
-    except ImportError:
-        _certificates_openssl(paths, hosts, days)
-    else:
-        _certificates_cryptography(paths, hosts, days)
     for key in ("ca_key", "server_key"):
-        paths[key].chmod(0o600)
-    return paths
-
-
-def _certificates_cryptography(paths: dict[str, Path], hosts: list[str], days: int) -> None:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    def key_pem(key) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
+        if paths[key].exists():
+            raise FileExistsError(f"{paths[key]} exists; bench never overwrites a private key")
 
     now = datetime.datetime.now(datetime.UTC)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -104,128 +139,46 @@ def _certificates_cryptography(paths: dict[str, Path], hosts: list[str], days: i
         )
         .sign(ca_key, hashes.SHA256())
     )
-    paths["ca_key"].write_bytes(key_pem(ca_key))
+    write_private_file(paths["ca_key"], _key_pem(ca_key))
+    write_private_file(paths["server_key"], _key_pem(server_key))
     paths["ca_cert"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths["server_key"].write_bytes(key_pem(server_key))
     paths["server_cert"].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    return paths
 
 
-def _certificates_openssl(paths: dict[str, Path], hosts: list[str], days: int) -> None:
-    import ipaddress
-    import subprocess
-    import tempfile
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    san = []
-    for host in hosts:
-        try:
-            ipaddress.ip_address(host)
-            san.append(f"IP:{host}")
-        except ValueError:
-            san.append(f"DNS:{host}")
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        str(days),
-        "-subj",
-        "/CN=bench federation CA",
-        "-keyout",
-        str(paths["ca_key"]),
-        "-out",
-        str(paths["ca_cert"]),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE,pathlen:0",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
+def _key_pem(key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        csr, ext = Path(tmp) / "server.csr", Path(tmp) / "server.ext"
-        ext.write_text(
-            f"subjectAltName={','.join(san)}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        )
-        run(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={hosts[0]}",
-            "-keyout",
-            str(paths["server_key"]),
-            "-out",
-            str(csr),
-        )
-        run(
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(paths["ca_cert"]),
-            "-CAkey",
-            str(paths["ca_key"]),
-            "-CAcreateserial",
-            "-days",
-            str(days),
-            "-extfile",
-            str(ext),
-            "-out",
-            str(paths["server_cert"]),
-        )
 
 
 def make_supernode_key(folder: Path, name: str) -> tuple[Path, Path]:
-    """An EC (NIST P-384) key pair in OpenSSH format for SuperNode authentication.
+    """A site's key pair: EC (NIST P-384), OpenSSH format; returns (private, public) paths.
 
-    The private key stays at the site (``flower-supernode --auth-supernode-private-key``);
-    the public key is registered with the SuperLink (``flwr supernode register``).
+    Writes ``<folder>/<name>`` (private, mode 0600 from the first byte, stays at the
+    site: ``flower-supernode --auth-supernode-private-key`` and the site's partition
+    claims) and ``<folder>/<name>.pub`` (one OpenSSH line: registered with the SuperLink
+    by ``flwr supernode register`` and named in the operator's partition keys).
+    Refuses (``FileExistsError``) to overwrite an existing private key.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     private, public = folder / name, folder / f"{name}.pub"
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-    except ImportError:
-        import subprocess
-
-        subprocess.run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ecdsa",
-                "-b",
-                "384",
-                "-N",
-                "",
-                "-C",
-                name,
-                "-f",
-                str(private),
-            ],
-            check=True,
+    key = ec.generate_private_key(ec.SECP384R1())
+    write_private_file(
+        private,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-    else:
-        key = ec.generate_private_key(ec.SECP384R1())
-        private.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            )
-        )
-        public.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-            )
-            + f" {name}\n".encode()
-        )
-    private.chmod(0o600)
+        + f" {name}\n".encode()
+    )
     return private, public

@@ -12,7 +12,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from bench.federated.certificates import make_certificates, make_supernode_key
+from bench.federated.certificates import make_certificates, make_secret, make_supernode_key
+from bench.federated.claims import PartitionKeysError, write_partition_keys
 
 
 def app_pyproject() -> str:
@@ -41,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     certs = commands.add_parser("certificates", help="a CA and the SuperLink's TLS certificate")
     certs.add_argument(
-        "--out", required=True, type=Path, help="folder for ca.crt, ca.key, server.pem, server.key"
+        "--out",
+        required=True,
+        type=Path,
+        help="folder for ca-private/ca.key, superlink/server.{pem,key} and for-sites/ca.crt",
     )
     certs.add_argument(
         "--host",
@@ -53,17 +57,41 @@ def main(argv: list[str] | None = None) -> int:
     key = commands.add_parser("supernode-key", help="a site's SuperNode authentication key pair")
     key.add_argument("--out", required=True, type=Path)
     key.add_argument("--name", required=True, help="file name, e.g. the site's name")
+    keys = commands.add_parser(
+        "partition-keys", help="the operator's map of partition ids to the sites' public keys"
+    )
+    keys.add_argument("--out", required=True, type=Path, help="the JSON file to write")
+    keys.add_argument(
+        "public_keys", nargs="+", type=Path, help="site i's .pub file holds partition i"
+    )
+    secret = commands.add_parser(
+        "secret", help="a SuperExec shared secret (--superexec-auth-secret-file), mode 0600"
+    )
+    secret.add_argument("--out", required=True, type=Path)
     app = commands.add_parser("app", help="the Flower app folder for `flwr run`")
     app.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
-    if args.command == "certificates":
-        for label, path in make_certificates(args.out, args.host, args.days).items():
-            print(f"{label:12s} {path}")
-    elif args.command == "supernode-key":
-        private, public = make_supernode_key(args.out, args.name)
-        print(f"private key (stays at the site) {private}\npublic key (register it)       {public}")
-    else:
-        print(write_app_dir(args.out))
+    try:
+        if args.command == "certificates":
+            paths = make_certificates(args.out, args.host, args.days)
+            print(f"CA private key (keep it offline)     {paths['ca_key']}")
+            print(
+                f"SuperLink certificate and key (stay) {paths['server_cert']} {paths['server_key']}"
+            )
+            print(f"CA certificate (give to every site)  {paths['ca_cert']}")
+        elif args.command == "supernode-key":
+            private, public = make_supernode_key(args.out, args.name)
+            print(f"private key (stays at the site) {private}")
+            print(f"public key (register it)       {public}")
+        elif args.command == "partition-keys":
+            print(write_partition_keys(args.out, dict(enumerate(args.public_keys))))
+        elif args.command == "secret":
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            print(make_secret(args.out))
+        else:
+            print(write_app_dir(args.out))
+    except (FileExistsError, PartitionKeysError, OSError) as error:
+        parser.exit(2, f"bench: error: {error}\n")
     return 0
 
 

@@ -7,6 +7,7 @@ yields an error reply, as Flower's runtime does, and the strategy decides.
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Iterable
 from uuid import uuid4
@@ -82,3 +83,50 @@ class InProcessGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         return self.pull_messages(self.push_messages(messages))
+
+
+class PromptGrid(Grid):
+    """Another grid, whose ``send_and_receive`` looks for replies every ``poll`` seconds.
+
+    Flower 1.41's deployment grid (``HttpGrid``) waits 3 s between looks, which
+    rounds every round up to a multiple of 3 s; this uses the grid's own
+    ``push_messages`` and ``pull_messages`` and looks more often.
+    """
+
+    def __init__(self, grid: Grid, poll: float = 0.2):
+        self.grid = grid
+        self.poll = poll
+
+    def set_run(self, run: Run) -> None:
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self.grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        waiting = set(self.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while waiting:
+            found = list(self.pull_messages(waiting))
+            replies.extend(found)
+            waiting -= {reply.metadata.reply_to_message_id for reply in found}
+            if not waiting or (deadline is not None and time.monotonic() >= deadline):
+                break
+            time.sleep(self.poll)
+        return replies

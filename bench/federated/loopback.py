@@ -5,13 +5,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.federated.certificates import make_certificates, make_supernode_key
+from bench.federated.certificates import (
+    make_certificates,
+    make_secret,
+    make_supernode_key,
+    private_folder,
+)
+from bench.federated.claims import write_partition_keys
+from bench.federated.commands import (
+    gateway_command,
+    superexec_command,
+    superlink_command,
+    supernode_command,
+    worker_command,
+)
+from bench.federated.supernode import POLL_ENV
 
 
 def free_port() -> int:
@@ -21,16 +36,43 @@ def free_port() -> int:
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
-    """Environment for Flower's commands: their own FLWR_HOME, no runtime dependency install."""
+    """Environment for Flower's commands: their own FLWR_HOME, no runtime dependency install,
+    and the app processes (``flwr-serverapp``, ``flwr-clientapp``) run by this Python, so they
+    import the same bench as the caller."""
     env = dict(os.environ)
     env["FLWR_HOME"] = str(flwr_home)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env.setdefault(
         "FLWR_TELEMETRY_ENABLED", "0"
     )  # local trials and tests report nothing to flower.ai
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    folders = [str(app_commands(Path(flwr_home) / "bin")), str(Path(sys.executable).parent)]
+    # Flower's other commands beside its flower-superlink, for a virtual environment that
+    # links only some of them.
+    link = shutil.which("flower-superlink", path=folders[1]) or shutil.which("flower-superlink")
+    if link:
+        folders.append(str(Path(os.path.realpath(link)).parent))
+    env["PATH"] = os.pathsep.join([*dict.fromkeys(folders), env.get("PATH", "")])
     return env
+
+
+APP_COMMANDS = ("flwr-serverapp", "flwr-clientapp")
+
+
+def app_commands(folder: Path) -> Path:
+    """``folder`` holding Flower's app commands as scripts that run this Python."""
+    from importlib.metadata import entry_points
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    for name in APP_COMMANDS:
+        module, _, function = scripts[name].partition(":")
+        script = folder / name
+        script.write_text(
+            f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\n"
+            f"sys.exit({function}())\n"
+        )
+        script.chmod(0o755)
+    return folder
 
 
 def write_cli_config(flwr_home: Path, name: str, address: str, root_certificates: Path) -> Path:
@@ -45,32 +87,60 @@ def write_cli_config(flwr_home: Path, name: str, address: str, root_certificates
     return path
 
 
-def node_config(partition: int, num_partitions: int, job: Path | None = None) -> str:
-    """``--node-config`` of a site's SuperNode: its partition, and optionally its own job file."""
+def node_config(
+    partition: int,
+    num_partitions: int,
+    job: Path | None = None,
+    private_key: Path | None = None,
+) -> str:
+    """``--node-config`` of a site's SuperNode: its partition, optionally its own job file and
+    the private key that signs its partition claims."""
     text = f"partition-id={partition} num-partitions={num_partitions}"
-    return text + (f' job="{Path(job).resolve()}"' if job is not None else "")
+    if job is not None:
+        text += f' job="{Path(job).resolve()}"'
+    if private_key is not None:
+        text += f' private-key="{Path(private_key).resolve()}"'
+    return text
 
 
 class LocalFederation:
-    """A SuperLink and SuperNodes as local processes, with TLS and SuperNode authentication.
+    """A SuperLink and SuperNodes as local processes, set up as docs/DEPLOYMENT.md says.
 
-    For loopback tests and trials on one machine; docs/DEPLOYMENT.md shows the
-    same commands for real sites. Every process started here is stopped by
-    ``close()`` (with its children), also when used as a context manager.
+    - The SuperLink (Fleet, Control and Runtime APIs on one HTTPS port) listens on
+      127.0.0.1 only; the ``flwr`` CLI reaches it there (``control_address``).
+    - The sites reach the Fleet API through ``bench.federated.fleet_gateway`` on
+      ``fleet_host`` (``address``), which forwards Fleet calls and nothing else.
+    - TLS, SuperNode authentication (registered keys only), ServerApps started by a
+      SuperExec holding a shared secret (``--isolation process``), and at each site a
+      long-running ClientApp worker (``bench.federated.clientapp_worker``, shared secret)
+      instead of a process per message.
+
+    For loopback tests and trials on one machine. Every process started here is
+    stopped by ``close()`` (with its children), also when used as a context manager.
     """
 
-    def __init__(self, folder: Path, *, host: str = "127.0.0.1"):
+    def __init__(
+        self, folder: Path, *, fleet_host: str = "127.0.0.1", supernode_poll: float | None = 0.25
+    ):
+        """``supernode_poll``: seconds between an idle SuperNode's requests for messages
+        (``bench.federated.supernode``); None runs Flower's ``flower-supernode`` (3 s)."""
         self.folder = Path(folder)
+        self.supernode_poll = supernode_poll
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.host = host
+        self.fleet_host = fleet_host
         self.flwr_home = self.folder / "flwr-home"
         self.env = flower_env(self.flwr_home)
-        self.certs = make_certificates(self.folder / "certs", [host, "localhost"])
-        self.port = free_port()
-        self.address = f"{host}:{self.port}"
+        hosts = list(dict.fromkeys([fleet_host, "127.0.0.1", "localhost"]))
+        self.certs = make_certificates(self.folder / "certs", hosts)
+        self.control_address = f"127.0.0.1:{free_port()}"
+        self.fleet_port = free_port()
+        self.address = f"{fleet_host}:{self.fleet_port}"
         self.link_name = "bench"
-        write_cli_config(self.flwr_home, self.link_name, self.address, self.certs["ca_cert"])
+        write_cli_config(
+            self.flwr_home, self.link_name, self.control_address, self.certs["ca_cert"]
+        )
         self.processes: dict[str, subprocess.Popen] = {}
+        self.partition_keys = self.folder / "partition-keys.json"
 
     # -- processes ------------------------------------------------------
     def _start(self, name: str, command: list[str]) -> subprocess.Popen:
@@ -83,30 +153,19 @@ class LocalFederation:
         self.processes[name] = process
         return process
 
-    def log(self, name: str) -> str:
-        path = self.folder / "logs" / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    def secret(self, name: str) -> Path:
+        """A SuperExec shared secret file (created once, mode 0600)."""
+        path = private_folder(self.folder / "secrets") / name
+        return path if path.exists() else make_secret(path)
 
     def start_superlink(self, timeout: float = 120.0, database: Path | None = None) -> None:
-        """Starts the SuperLink; its state is in memory unless ``database`` (SQLite) is given."""
+        """Starts the SuperLink (state in memory unless ``database``, SQLite), its SuperExec
+        and the Fleet gateway."""
+        secret = self.secret("superlink")
+        if database is not None:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         self._start(
-            "superlink",
-            [
-                "flower-superlink",
-                "--ssl-certfile",
-                str(self.certs["server_cert"]),
-                "--ssl-keyfile",
-                str(self.certs["server_key"]),
-                "--ssl-ca-certfile",
-                str(self.certs["ca_cert"]),
-                "--enable-supernode-auth",
-                "--disable-runtime-dependency-installation",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-                *(["--database", str(database)] if database else []),
-            ],
+            "superlink", superlink_command(self.certs, self.control_address, secret, database)
         )
         wait_for(
             lambda: "Uvicorn running on" in self.log("superlink"),
@@ -115,8 +174,25 @@ class LocalFederation:
             self.processes["superlink"],
             lambda: self.log("superlink"),
         )
+        self._start(
+            "superexec", superexec_command(self.control_address, self.certs["ca_cert"], secret)
+        )
+        self._start(
+            "fleet-gateway", gateway_command(self.address, self.control_address, self.certs)
+        )
+        wait_for(
+            lambda: port_open(self.fleet_host, self.fleet_port),
+            timeout,
+            "the Fleet gateway to start",
+            self.processes["fleet-gateway"],
+            lambda: self.log("fleet-gateway"),
+        )
 
-    def flwr(self, *args: str, timeout: float = 120.0) -> str:
+    def log(self, name: str) -> str:
+        path = self.folder / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def flwr(self, *args: str, timeout: float = 300.0) -> str:
         """Runs the ``flwr`` CLI against this SuperLink; returns its stdout."""
         done = subprocess.run(
             ["flwr", *args],
@@ -140,34 +216,47 @@ class LocalFederation:
         return int(json.loads(out[out.index("{") :])["node-id"])
 
     def start_supernode(
-        self, name: str, private_key: Path | None, config: str, *, retries: int | None = None
+        self,
+        name: str,
+        private_key: Path | None,
+        config: str,
+        *,
+        retries: int | None = None,
+        worker: bool = True,
     ) -> subprocess.Popen:
-        command = [
-            "flower-supernode",
-            "--superlink",
+        """Starts a site's SuperNode (``--isolation process``) and, with ``worker``, its
+        long-running ClientApp worker; returns the SuperNode's process."""
+        runtime_port = free_port()
+        secret = self.secret(name)
+        command = supernode_command(
             self.address,
-            "--root-certificates",
-            str(self.certs["ca_cert"]),
-            "--node-config",
+            self.certs["ca_cert"],
             config,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-        ]
-        if private_key is not None:
-            command += ["--auth-supernode-private-key", str(private_key)]
+            runtime_port,
+            secret,
+            private_key,
+            self.supernode_poll,
+        )
+        if self.supernode_poll is not None:
+            self.env[POLL_ENV] = str(self.supernode_poll)
         if retries is not None:
             command += ["--max-retries", str(retries), "--max-wait-time", "15"]
-        return self._start(name, command)
+        supernode = self._start(name, command)
+        if worker:
+            self._start(f"{name}-clientapp", worker_command(runtime_port, secret))
+        return supernode
 
     def start_sites(self, sites: int, keys_dir: Path, timeout: float = 180.0) -> None:
         """Registers a key pair per site and starts its SuperNode (partition ``i`` of ``sites``);
-        returns when all are online."""
+        returns when all are online. Writes the operator's partition keys (site i holds i)."""
+        public_keys = {}
         for site in range(sites):
-            private, public = make_supernode_key(keys_dir, f"site{site}")
-            self.register(public)
-            self.start_supernode(f"site{site}", private, node_config(site, sites))
+            private, public_keys[site] = make_supernode_key(keys_dir, f"site{site}")
+            self.register(public_keys[site])
+            self.start_supernode(
+                f"site{site}", private, node_config(site, sites, private_key=private)
+            )
+        write_partition_keys(self.partition_keys, public_keys)
         wait_for(
             lambda: self.supernodes_online() == sites,
             timeout,
@@ -180,18 +269,25 @@ class LocalFederation:
         nodes = json.loads(out[out.index("{") :]).get("nodes", [])
         return sum(1 for node in nodes if node.get("status") == "online")
 
-    def submit(self, app_dir: Path, job: Path) -> int:
-        """Starts a run of the bench app on ``job``; returns its run id."""
+    def submit(self, app_dir: Path, job: Path, partition_keys: Path | None = None) -> int:
+        """Starts a run of the bench app on ``job``; returns its run id.
+
+        The run checks the sites' partition claims against ``partition_keys``
+        (default: the file ``start_sites`` wrote)."""
+        keys = Path(partition_keys or self.partition_keys).resolve()
         out = self.flwr(
             "run",
             str(app_dir),
             self.link_name,
             "--run-config",
-            f'job="{Path(job).resolve()}"',
+            f'job="{Path(job).resolve()}" partition-keys="{keys}"',
             "--format",
             "json",
         )
-        return int(json.loads(out[out.index("{") :])["run-id"])
+        answer = json.loads(out[out.index("{") :])
+        if "run-id" not in answer:
+            raise RuntimeError(f"flwr run did not start a run: {answer}")
+        return int(answer["run-id"])
 
     def run_status(self, run_id: int) -> str:
         out = self.flwr("ls", self.link_name, "--run-id", str(run_id), "--format", "json")
@@ -224,6 +320,12 @@ class LocalFederation:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
 
 
 def wait_for(predicate, timeout: float, what: str, process=None, describe=None, poll: float = 0.5):
@@ -274,3 +376,43 @@ def split_folder_into_sites(full: Path, root: Path, sites: int) -> list[Path]:
         target = folders[index % sites] / "database" / patient.parent.name / patient.name
         shutil.copytree(patient, target)
     return folders
+
+
+class NamespaceUnavailable(OSError):
+    """Network namespaces cannot be made here (no privileges, no ``ip`` command)."""
+
+
+@contextlib.contextmanager
+def network_namespace():
+    """A network namespace joined to this host by a veth pair (root and iproute2 needed).
+
+    Yields ``(run_in, host_ip, namespace_ip)``: ``run_in(command)`` is the command
+    run inside the namespace, which reaches this host only at ``host_ip`` (not its
+    127.0.0.1). Raises ``NamespaceUnavailable`` when it cannot be created.
+    """
+    tag = os.getpid() % 100_000
+    name, outer, inner = f"bench{tag}", f"vb{tag}a", f"vb{tag}b"
+    subnet = f"10.213.{tag % 250}"
+    host_ip, namespace_ip = f"{subnet}.1", f"{subnet}.2"
+
+    def ip(*args: str) -> None:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise NamespaceUnavailable(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+    try:
+        ip("netns", "add", name)
+    except FileNotFoundError:
+        raise NamespaceUnavailable("the ip command (iproute2) is not installed") from None
+    try:
+        ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        ip("link", "set", inner, "netns", name)
+        ip("addr", "add", f"{host_ip}/30", "dev", outer)
+        ip("link", "set", outer, "up")
+        ip("netns", "exec", name, "ip", "addr", "add", f"{namespace_ip}/30", "dev", inner)
+        ip("netns", "exec", name, "ip", "link", "set", inner, "up")
+        ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+        yield (lambda command: ["ip", "netns", "exec", name, *command]), host_ip, namespace_ip
+    finally:
+        subprocess.run(["ip", "link", "del", outer], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)

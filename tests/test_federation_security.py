@@ -198,3 +198,22 @@ def test_the_supernode_wrapper_caps_the_waits_of_flower_s_loop(monkeypatch):
     start_client_internal.time.sleep(0.1)
     assert slept == [0.25, 0.1]
     assert start_client_internal.time.monotonic is supernode.time.monotonic
+
+
+def test_a_deployment_run_without_partition_keys_is_refused(tmp_path):
+    from flwr.app import Context, RecordDict
+
+    from bench.federated.apps import claim_checker
+
+    def context(run_config):
+        return Context(
+            run_id=4, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+        )
+
+    with pytest.raises(PartitionKeysError, match="names no partition keys"):
+        claim_checker(context({"job": "j.json", "partition-keys": ""}), deployed=True)
+    assert claim_checker(context({"job": "j.json"}), deployed=False) is None  # one machine
+    (_, pub0), (_, pub1) = _keys(tmp_path, "s0", "s1")
+    keys = write_partition_keys(tmp_path / "pk.json", {0: pub0, 1: pub1})
+    checker = claim_checker(context({"job": "j.json", "partition-keys": str(keys)}), True)
+    assert checker.run_id == 4 and sorted(checker.partition_keys) == [0, 1]

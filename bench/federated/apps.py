@@ -207,20 +207,19 @@ def _ask_partitions(
     return mapping
 
 
-def claim_checker(context: Context) -> ClaimChecker | None:
-    """The run's claim checker: deployments must name the operator's partition keys.
-
-    Runs on one machine (``trusted-partitions``, set by the in-process and simulation
-    engines) take the nodes' word.
-    """
+def claim_checker(context: Context, deployed: bool) -> ClaimChecker | None:
+    """The run's claim checker, from the operator's partition keys (run config
+    ``partition-keys``). A deployment must name them; on one machine (the in-process grid,
+    Flower's simulation) the nodes' word is taken."""
     path = context.run_config.get("partition-keys")
     if path:
         return ClaimChecker(read_partition_keys(Path(str(path))), context.run_id, new_nonce())
-    if context.run_config.get("trusted-partitions"):
+    if not deployed:
         return None
     raise PartitionKeysError(
-        'this run names no partition keys (run config partition-keys="/path/partition-keys.json"); '
-        "a deployment verifies which site serves which partition (docs/DEPLOYMENT.md)"
+        "this run names no partition keys (run config "
+        'partition-keys="/path/partition-keys.json"); a deployment verifies which site '
+        "serves which partition (docs/DEPLOYMENT.md)"
     )
 
 
@@ -260,12 +259,13 @@ def serve(grid: Grid, context: Context) -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     from flwr.superlink.grid.http_grid import HttpGrid
 
-    if isinstance(grid, HttpGrid):  # deployment
+    deployed = isinstance(grid, HttpGrid)  # else the in-process grid or Flower's simulation
+    if deployed:
         grid = PromptGrid(grid)  # looks for replies every 0.2 s, not every 3 s
     task = task_for(str(context.run_config["job"]))
     checkpoint = ServerCheckpoint(Path(task.work_dir) / "server", task.server_decision)
     min_replies, timeout = fault_settings(task)
-    claims = claim_checker(context)
+    claims = claim_checker(context, deployed)
     try:
         partitions = map_nodes_to_partitions(grid, task.num_clients, wait=timeout, claims=claims)
     finally:

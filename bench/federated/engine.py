@@ -36,11 +36,7 @@ def run_in_process(task) -> dict:
     if not final.exists():
         job_path = write_job(work_dir / "job.json", task.spec())
         register_task(job_path, task)
-        # One machine: the nodes' partition ids are taken on their word (no partition keys).
-        run_config: dict[str, bool | float | int | str] = {
-            "job": str(job_path),
-            "trusted-partitions": True,
-        }
+        run_config: dict[str, bool | float | int | str] = {"job": str(job_path)}
         grid = InProcessGrid(client_app, task.num_clients, run_config)
         context = Context(
             run_id=1,

@@ -199,7 +199,7 @@ def run_simulation(task, run_cfg: dict) -> dict:
         return load_final(work_dir)
     job_path = write_job(work_dir / "job.json", task.spec())
     register_task(job_path, task)  # the ServerApp runs here and uses this object
-    run_config = {"job": str(job_path.resolve()), "trusted-partitions": True}  # one machine
+    run_config = {"job": str(job_path.resolve())}
 
     os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     backend_config = ray_settings(run_cfg, work_dir)

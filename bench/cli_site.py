@@ -33,16 +33,29 @@ def cmd_site_check(args) -> int:
 
 def cmd_site_start(args) -> int:
     import os
+    import subprocess
+    import time
 
-    from bench.federated.site import read_site_config, supernode_command
+    from bench.federated.loopback import stop_process_tree
+    from bench.federated.site import read_site_config, site_commands
+    from bench.federated.supernode import DEFAULT_POLL, POLL_ENV
 
     site = read_site_config(args.site)
-    command = supernode_command(site, args.superlink, args.ca, args.partition, args.port)
+    commands = site_commands(site, args.superlink, args.ca, args.partition, args.port)
     if args.print:
-        print(" ".join(command))
+        for command in commands:
+            print(" ".join(command))
         return 0
     os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    os.execvp(command[0], command)
+    os.environ.setdefault(POLL_ENV, str(DEFAULT_POLL))
+    processes = [subprocess.Popen(command) for command in commands]
+    try:  # the SuperNode and its worker live and die together
+        while all(process.poll() is None for process in processes):
+            time.sleep(1)
+    finally:
+        for process in processes:
+            stop_process_tree(process.pid)
+    return processes[0].returncode or 0
 
 
 def cmd_federation_start(args) -> int:
@@ -55,7 +68,7 @@ def cmd_federation_start(args) -> int:
             f"site {site['site']}: bench site start --site <its folder> --partition {partition} "
             f"--superlink {federation.address} --ca ca.crt"
         )
-    print(f"give every site {federation.folder / 'certs' / 'ca.crt'}")
+    print(f"give every site {federation.certs['ca_cert']}")
     return 0
 
 
@@ -138,8 +151,9 @@ def add_site_commands(
         "start",
         summary="run the site's SuperNode (foreground)",
         description=(
-            "Runs flower-supernode with the site's key, its site config and the partition the "
-            "operator gave it; its ClientApps read only the site's data folder."
+            "Runs the site's SuperNode (its key, its site config and the partition the "
+            "operator gave it) and its long-running ClientApp worker, which reads only the "
+            "site's data folder and runs only bench's app (docs/DEPLOYMENT.md)."
         ),
         examples="bench site start --site /srv/bench-site --partition 0 --superlink link:9092 "
         "--ca ca.crt",

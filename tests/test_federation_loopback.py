@@ -74,7 +74,7 @@ def test_three_sites_with_disjoint_folders_give_the_rows_of_one_process(tmp_path
         site_args = [arg for site in sites for arg in ("--site", str(site))]
         assert main(["federation", "start", "--out", str(federation_dir), *site_args]) == 0
         federation = open_federation(federation_dir)
-        ca = federation_dir / "certs" / "ca.crt"
+        ca = federation.certs["ca_cert"]
         # 3. Each site checks its data, key and the CA it received, then starts its SuperNode.
         for k, site in enumerate(sites):
             assert main(["site", "check", "--site", str(site), "--ca", str(ca)]) == 0

@@ -32,11 +32,19 @@ def _site_files(folder: Path) -> tuple[dict, Path]:
     raise DataError(folder, f"no public key {part['site']}.pub beside manifest.json")
 
 
+# The processes of a federation's coordinator, each with its pid file in the folder.
+PROCESSES = ("superlink", "superexec", "fleet-gateway")
+
+
 @dataclass
 class Federation:
+    """``address``: the Fleet gateway the sites reach (bound on ``bind``); ``control``: the
+    SuperLink itself, on 127.0.0.1 (Control API: the operator's side only)."""
+
     folder: Path
     address: str
     bind: str
+    control: str
 
     @property
     def manifest_path(self) -> Path:
@@ -52,12 +60,18 @@ class Federation:
 
     @property
     def certs(self) -> dict[str, Path]:
+        from bench.federated.certificates import SITES_FOLDER, SUPERLINK_FOLDER
+
         certs = self.folder / "certs"
         return {
-            "ca_cert": certs / "ca.crt",
-            "server_cert": certs / "server.pem",
-            "server_key": certs / "server.key",
+            "ca_cert": certs / SITES_FOLDER / "ca.crt",
+            "server_cert": certs / SUPERLINK_FOLDER / "server.pem",
+            "server_key": certs / SUPERLINK_FOLDER / "server.key",
         }
+
+    @property
+    def partition_keys(self) -> Path:
+        return self.folder / "partition-keys.json"
 
     @property
     def env(self) -> dict[str, str]:
@@ -74,7 +88,7 @@ class Federation:
             f"split.clients={len(self.manifest.sites)}",
         ]
 
-    def flwr(self, *args: str, timeout: float = 120.0) -> str:
+    def flwr(self, *args: str, timeout: float = 300.0) -> str:
         done = subprocess.run(
             ["flwr", *args],
             env=self.env,
@@ -102,20 +116,21 @@ class Federation:
         lines += [f"run {r.get('run-id')}: {r.get('status')}" for r in runs]
         return "\n".join(lines)
 
-    def pid(self) -> int | None:
-        path = self.folder / "superlink.pid"
+    def pid(self, name: str = "superlink") -> int | None:
+        path = self.folder / f"{name}.pid"
         return int(path.read_text()) if path.exists() else None
 
     def stop(self) -> None:
         from bench.federated.loopback import stop_process_tree
 
-        pid = self.pid()
-        if pid is not None:
-            stop_process_tree(pid)
-            (self.folder / "superlink.pid").unlink(missing_ok=True)
+        for name in PROCESSES[::-1]:
+            pid = self.pid(name)
+            if pid is not None:
+                stop_process_tree(pid)
+                (self.folder / f"{name}.pid").unlink(missing_ok=True)
 
     def save(self) -> None:
-        record = {"address": self.address, "bind": self.bind}
+        record = {"address": self.address, "bind": self.bind, "control": self.control}
         (self.folder / FEDERATION_FILE).write_text(json.dumps(record, indent=1) + "\n")
 
 
@@ -123,7 +138,12 @@ def open_federation(folder: Path) -> Federation:
     path = Path(folder) / FEDERATION_FILE
     try:
         record = json.loads(path.read_text())
-        return Federation(Path(folder).resolve(), str(record["address"]), str(record["bind"]))
+        return Federation(
+            Path(folder).resolve(),
+            str(record["address"]),
+            str(record["bind"]),
+            str(record.get("control") or record["address"]),  # older folders: one address
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(
             path, f"not a federation folder ({type(exc).__name__}); see bench federation start"
@@ -139,9 +159,11 @@ def start_federation(
     timeout: float = 120.0,
 ) -> Federation:
     """Makes (or reopens) the federation folder, starts its SuperLink and enrolls the sites."""
-    from bench.federated.certificates import make_certificates
+    from bench.federated.certificates import make_certificates, make_secret
+    from bench.federated.claims import write_partition_keys
+    from bench.federated.commands import gateway_command, superexec_command, superlink_command
     from bench.federated.deployment import write_app_dir
-    from bench.federated.loopback import free_port, wait_for, write_cli_config
+    from bench.federated.loopback import free_port, port_open, wait_for, write_cli_config
 
     folder = Path(folder).resolve()
     hosts = hosts or ["127.0.0.1"]
@@ -160,41 +182,58 @@ def start_federation(
     if (folder / FEDERATION_FILE).exists() and not port:
         federation = open_federation(folder)  # restarted: the sites know this address
     else:
-        federation = Federation(folder, f"{hosts[0]}:{port or free_port()}", bind or hosts[0])
+        federation = Federation(
+            folder,
+            f"{hosts[0]}:{port or free_port()}",
+            bind or hosts[0],
+            f"127.0.0.1:{free_port()}",
+        )
     if federation.pid() is not None:
         raise DataError(folder, "its SuperLink is running; bench federation stop first")
     if not federation.certs["ca_cert"].exists():
-        make_certificates(folder / "certs", [*hosts, "localhost"])
-    write_cli_config(folder / "flwr-home", LINK, federation.address, federation.certs["ca_cert"])
+        make_certificates(folder / "certs", list(dict.fromkeys([*hosts, "127.0.0.1", "localhost"])))
+    secret = federation.certs["server_key"].parent / "superexec.secret"
+    if not secret.exists():
+        make_secret(secret)
+    write_cli_config(folder / "flwr-home", LINK, federation.control, federation.certs["ca_cert"])
     write_app_dir(folder / "app")
+    write_partition_keys(federation.partition_keys, {k: key for k, (_, key) in enumerate(sites)})
     federation.save()
-    _, _, link_port = federation.address.rpartition(":")
-    command = [
-        "flower-superlink",
-        "--ssl-certfile", str(federation.certs["server_cert"]),
-        "--ssl-keyfile", str(federation.certs["server_key"]),
-        "--ssl-ca-certfile", str(federation.certs["ca_cert"]),
-        "--enable-supernode-auth",
-        "--disable-runtime-dependency-installation",
-        "--host", federation.bind,
-        "--port", link_port,
-    ]  # fmt: skip
-    with federation.log_path.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=federation.env,
-            cwd=folder,
-            start_new_session=True,
-        )
-    (folder / "superlink.pid").write_text(str(process.pid))
+    _, _, fleet_port = federation.address.rpartition(":")
+    commands = {
+        "superlink": superlink_command(federation.certs, federation.control, secret),
+        "superexec": superexec_command(federation.control, federation.certs["ca_cert"], secret),
+        "fleet-gateway": gateway_command(
+            f"{federation.bind}:{fleet_port}", federation.control, federation.certs
+        ),
+    }
+    processes = {}
+    for name, command in commands.items():
+        with (folder / f"{name}.log").open("ab") as log:
+            processes[name] = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=federation.env,
+                cwd=folder,
+                start_new_session=True,
+            )
+        (folder / f"{name}.pid").write_text(str(processes[name].pid))
+        if name == "superlink":
+            wait_for(
+                lambda: "Uvicorn running on" in federation.log_path.read_text(errors="replace"),
+                timeout,
+                "the SuperLink to start",
+                processes[name],
+                lambda: federation.log_path.read_text(errors="replace")[-2000:],
+            )
+    host = "127.0.0.1" if federation.bind in ("0.0.0.0", "::") else federation.bind
     wait_for(
-        lambda: "Uvicorn running on" in federation.log_path.read_text(errors="replace"),
+        lambda: port_open(host, int(fleet_port)),
         timeout,
-        "the SuperLink to start",
-        process,
-        lambda: federation.log_path.read_text(errors="replace")[-2000:],
+        "the Fleet gateway to start",
+        processes["fleet-gateway"],
+        lambda: (folder / "fleet-gateway.log").read_text(errors="replace")[-2000:],
     )
     for _, public_key in sites:
         federation.flwr("supernode", "register", str(public_key), LINK)
@@ -251,7 +290,10 @@ def run_deployed(task, run_cfg: dict) -> dict:
         run_config = work_dir / "run-config.toml"
         # A JSON string is a valid TOML basic string (json.dumps escapes alike).
         spec_text = json.dumps(spec, default=str)
-        run_config.write_text(f"job = {json.dumps(str(job))}\njob-spec = {json.dumps(spec_text)}\n")
+        run_config.write_text(
+            f"job = {json.dumps(str(job))}\njob-spec = {json.dumps(spec_text)}\n"
+            f"partition-keys = {json.dumps(str(federation.partition_keys))}\n"
+        )
         out = federation.flwr(
             "run", str(federation.folder / "app"), LINK, "--run-config", str(run_config),
             "--format", "json",

@@ -175,26 +175,22 @@ def check_ca_certificate(path: Path) -> str:
     return f"ca: {path} valid until {cert.not_valid_after_utc:%F}"
 
 
-def supernode_command(
+def site_commands(
     site: SiteConfig, superlink: str, ca: Path, partition: int, port: int = 9094
-) -> list[str]:
-    """The site's ``flower-supernode`` command line (its key, its site config, its partition)."""
+) -> list[list[str]]:
+    """The site's two processes: its SuperNode (its key, its site config, its partition;
+    process isolation) and its long-running ClientApp worker (docs/DEPLOYMENT.md)."""
+    from bench.federated.certificates import make_secret
+    from bench.federated.commands import supernode_command, worker_command
+
     config = (
         f'partition-id={int(partition)} site="{site.folder / SITE_FILE}" '
         f'private-key="{site.private_key}"'  # signs the site's partition claim
     )
-    return [
-        "flower-supernode",
-        "--superlink",
-        superlink,
-        "--root-certificates",
-        str(Path(ca).resolve()),
-        "--auth-supernode-private-key",
-        str(site.private_key),
-        "--node-config",
-        config,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    secret = site.private_key.parent / "superexec.secret"
+    if not secret.exists():
+        make_secret(secret)
+    supernode = supernode_command(
+        superlink, Path(ca).resolve(), config, port, secret, site.private_key
+    )
+    return [supernode, worker_command(port, secret)]

@@ -8,6 +8,8 @@ The task is the tiny preset's pretraining (widths 8-64 at 64 px, 5 local steps o
 divided by the extra rounds, so start-up is left out of it and reported on its
 own: a first, untimed one-round run in-process and under simulation (imports,
 first calls into oneDNN, Ray's workers), the SuperLink and SuperNodes on loopback.
+The loopback federation is ``LocalFederation``'s: SuperLink behind the Fleet gateway,
+SuperNodes in process isolation with one long-running ClientApp worker per site.
 
     .venv/bin/python scripts/time_engines.py --method fcl --rounds 3
 """

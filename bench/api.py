@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import ConfigError
+from bench.config import ConfigError, as_section
+from bench.config_schema import Config
 
 
 def _method_names(methods: str | Sequence[str]) -> list[str]:
@@ -82,7 +83,7 @@ def check_from_run(config: dict) -> None:
     from bench.datasets.errors import DataError
     from bench.runfolder import check_made_by_bench
 
-    source = config["pretrain"]["from_run"]
+    source = as_section(Config, config).pretrain.from_run
     if source is None:
         return
     if not Path(source).is_dir():
@@ -94,7 +95,7 @@ def check_from_run(config: dict) -> None:
 
 
 def check_device(config: dict) -> None:
-    if config["run"]["device"] == "cuda":
+    if as_section(Config, config).run.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():

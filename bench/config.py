@@ -203,6 +203,16 @@ def as_config(tree: dict) -> Config:
     return _build(Config, tree)
 
 
+SectionType = typing.TypeVar("SectionType", bound=Section)
+
+
+def as_section(cls: type[SectionType], tree: dict) -> SectionType:
+    """``tree`` as the typed section ``cls``, or itself when it already is one: a function
+    given a section of the loaded config or a plain mapping (tests, profiles, sidecars)
+    reads it by attribute either way. Keys the mapping lacks stay absent."""
+    return tree if isinstance(tree, cls) else _build(cls, tree)
+
+
 def _build(cls: type[Section], tree: dict) -> Any:
     hints = _hints(cls)
     section = cls()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.config import as_section
+from bench.config_schema import Config
 from bench.convergence import StoppingRule, plateau_round, smoothed
 from bench.io import atomic_write_text
 from bench.trackers import log_curves
@@ -113,13 +115,14 @@ def record_unit(run_dir: Path, run_cfg: dict, identity: dict, frame: pd.DataFram
 
 def record_pretraining(run_dir: Path, config, task, final: dict) -> None:
     """A pretraining unit's curves and the round its loss reached a plateau (recorded only)."""
-    cfg = config["pretrain"]
-    rule = StoppingRule.from_config(cfg["plateau"], "loss")
+    config = as_section(Config, config)
+    cfg = config.pretrain
+    rule = StoppingRule.from_config(cfg.plateau, "loss")
     identity = {
         "stage": "pretrain",
         "method": task.method_name,
         "seed": task.seed,
-        "setting": cfg["setting"],
+        "setting": cfg.setting,
     }
     frame = curve_frame(final["history"], identity, {}, rule.loss_window)
     pooled = frame[frame["client"].isna() & (frame["metric"] == "loss_mean")]
@@ -127,7 +130,7 @@ def record_pretraining(run_dir: Path, config, task, final: dict) -> None:
     summary = {
         "unit": identity,
         "rounds": final["rounds"],
-        "epochs_per_round": cfg["epochs_per_round"] if cfg["local_steps"] is None else None,
+        "epochs_per_round": cfg.epochs_per_round if cfg.local_steps is None else None,
         "steps_per_round": task.steps,
         "plateau": {
             "round": plateau,
@@ -135,12 +138,13 @@ def record_pretraining(run_dir: Path, config, task, final: dict) -> None:
             "rule": {**rule.__dict__, "criterion": "loss"},
         },
     }
-    record_unit(run_dir, config["run"], identity, frame, summary)
+    record_unit(run_dir, config.run, identity, frame, summary)
 
 
 def record_finetuning(run_dir: Path, config, unit, task, final: dict, outcome: list[dict]):
     """A fine-tuning unit's curves and, per client, the round chosen and what stopped it."""
-    cfg = config["finetune"]
+    config = as_section(Config, config)
+    cfg = config.finetune
     identity = {
         "stage": "finetune",
         "method": unit.method,
@@ -158,7 +162,7 @@ def record_finetuning(run_dir: Path, config, unit, task, final: dict, outcome: l
         "unit": identity,
         "max_rounds": task.num_rounds,
         "rounds": final["rounds"],
-        "epochs_per_round": cfg["epochs_per_round"] if cfg["local_steps"] is None else None,
+        "epochs_per_round": cfg.epochs_per_round if cfg.local_steps is None else None,
         "steps_per_round": task.steps,
         "rules": [
             {**rule.__dict__, "criterion": criterion}
@@ -166,4 +170,4 @@ def record_finetuning(run_dir: Path, config, unit, task, final: dict, outcome: l
         ],
         "clients": outcome,
     }
-    record_unit(run_dir, config["run"], identity, frame, summary)
+    record_unit(run_dir, config.run, identity, frame, summary)

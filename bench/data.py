@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.config import ConfigError, as_section
+from bench.config_schema import Config, DataConfig, SplitConfig, SyntheticConfig
 from bench.datasets import phantom_cine
 from bench.datasets.errors import DataError
 from bench.datasets.layout import read_dataset
@@ -32,13 +34,14 @@ def preprocess(
 ) -> dict:
     """Preprocessed volumes per patient id under the config's ``data`` settings, read from the
     cache and computed where missing (ACDC: the configured phases; HVSMR: its one volume)."""
-    phases = tuple(data_cfg["phases"]) if layout == "acdc" else ("volume",)
+    data_cfg = as_section(DataConfig, data_cfg)
+    phases = tuple(data_cfg.phases) if layout == "acdc" else ("volume",)
     return load_volumes(
         records,
-        PreprocessSettings(**data_cfg["preprocess"]),
+        PreprocessSettings(**data_cfg.preprocess),
         preprocessed_dir(),
         phases=phases,
-        include_cine=data_cfg["include_cine"],
+        include_cine=data_cfg.include_cine,
         progress=progress,
         workers=workers,
     )
@@ -47,40 +50,41 @@ def preprocess(
 def data_source(data_cfg: dict) -> str:
     """Where a run's data come from, as result rows record it: ``folder`` or
     ``synthetic:<phantom>-v<version>`` (docs/FORMATS.md)."""
-    if data_cfg["root"] is not None or data_cfg.get("manifest") is not None:
+    data_cfg = as_section(DataConfig, data_cfg)
+    if data_cfg.root is not None or data_cfg.get("manifest") is not None:
         return "folder"
-    phantom = data_cfg["synthetic"]["phantom"]
+    phantom = data_cfg.synthetic.phantom
     version = phantom_cine.VERSION if phantom == "cine" else EASY_VERSION
     return f"synthetic:{phantom}-v{version}"
 
 
 def check_phantom(synth: dict) -> None:
-    from bench.config import ConfigError
-
-    if synth["phantom"] == "cine" and synth["layout"] != "acdc":
+    synth = as_section(SyntheticConfig, synth)
+    if synth.phantom == "cine" and synth.layout != "acdc":
         raise ConfigError("data.synthetic.phantom: 'cine' draws the ACDC layout only")
 
 
 def data_root(data_cfg: dict, run_dir: Path) -> Path:
     """The configured folder, or synthetic volumes made once inside the run folder."""
-    if data_cfg["root"] is not None:
-        return Path(data_cfg["root"])
-    synth = data_cfg["synthetic"]
+    data_cfg = as_section(DataConfig, data_cfg)
+    if data_cfg.root is not None:
+        return Path(data_cfg.root)
+    synth = data_cfg.synthetic
     check_phantom(synth)
-    name = synth["layout"] if synth["phantom"] == "easy" else f"{synth['layout']}-cine"
+    name = synth.layout if synth.phantom == "easy" else f"{synth.layout}-cine"
     folder = run_dir / "data" / f"synthetic-{name}"
     done = folder / ".complete"
     if not done.exists():
-        if synth["phantom"] == "cine":
-            phantom_cine.write_cine_phantom(folder, synth["train"], synth["test"], synth["seed"])
+        if synth.phantom == "cine":
+            phantom_cine.write_cine_phantom(folder, synth.train, synth.test, synth.seed)
         else:
             write_synthetic(
                 folder,
-                synth["layout"],
-                synth["train"],
-                synth["test"],
-                synth["seed"],
-                real_sizes=synth["real_sizes"],
+                synth.layout,
+                synth.train,
+                synth.test,
+                synth.seed,
+                real_sizes=synth.real_sizes,
             )
         done.write_text("ok\n")
     return folder
@@ -144,8 +148,8 @@ def coordinator_data(config: dict, run_dir: Path) -> DataBundle:
     manifest (``data.manifest``), no image read."""
     from bench.datasets.manifest import FederationManifest, manifest_records
 
-    data_cfg, split_cfg = config["data"], config["split"]
-    manifest_path = Path(data_cfg["manifest"])
+    config = as_section(Config, config)
+    manifest_path = Path(config.data.manifest)
     manifest = FederationManifest.load(manifest_path)
     records = manifest_records(manifest)
     split_path = Path(run_dir) / "split.json"
@@ -159,21 +163,8 @@ def coordinator_data(config: dict, run_dir: Path) -> DataBundle:
             )
         check_split_matches_data(split, records, split_path, manifest_path)
     else:
-        split = make_split(
-            records,
-            protocol=split_cfg["protocol"],
-            clients=split_cfg["clients"],
-            scheme=split_cfg["scheme"],
-            alpha=split_cfg["alpha"],
-            n_values=tuple(split_cfg["n_values"]),
-            folds=split_cfg["folds"],
-            val_per_client=split_cfg["val_per_client"],
-            test=split_cfg["test"],
-            test_fraction=split_cfg["test_fraction"],
-            seed=split_cfg["seed"],
-            manifest=manifest.hash,
-        )
-    _verify(split, records, split_path, split_cfg)
+        split = _make_split(records, config.split, manifest=manifest.hash)
+    _verify(split, records, split_path, config.split)
     if not split_path.exists():
         split.save(split_path)
     return DataBundle(manifest.layout, None, {}, split, clients_here=frozenset())
@@ -195,29 +186,46 @@ def site_data(
         raise DataError(root, f"partition {partition} is not a site of this federation")
     records = check_site_folder(root, manifest.part(partition))
     check_split_matches_data(split, records, root / "split.json", root, clients=[partition])
-    volumes = preprocess(config["data"], manifest.layout, records, progress=progress)
+    data_cfg = as_section(Config, config).data
+    volumes = preprocess(data_cfg, manifest.layout, records, progress=progress)
     return DataBundle(manifest.layout, root, volumes, split, clients_here=frozenset({partition}))
 
 
-def _verify(split: Split, records, split_path: Path, split_cfg: dict) -> None:
+def _make_split(records, split_cfg: SplitConfig, **extra) -> Split:
+    return make_split(
+        records,
+        protocol=split_cfg.protocol,
+        clients=split_cfg.clients,
+        scheme=split_cfg.scheme,
+        alpha=split_cfg.alpha,
+        n_values=tuple(split_cfg.n_values),
+        folds=split_cfg.folds,
+        val_per_client=split_cfg.val_per_client,
+        test=split_cfg.test,
+        test_fraction=split_cfg.test_fraction,
+        seed=split_cfg.seed,
+        **extra,
+    )
+
+
+def _verify(split: Split, records, split_path: Path, split_cfg: SplitConfig) -> None:
     verify_split(
         split,
         [r.patient_id for r in records],
         split_path,
-        n_values=split_cfg["n_values"],
+        n_values=split_cfg.n_values,
         # The leave-one-out fallback has its own fold count (docs/PROTOCOL.md).
-        folds=split.folds
-        if split.params.get("test_mode") == "leave_one_out"
-        else split_cfg["folds"],
+        folds=split.folds if split.params.get("test_mode") == "leave_one_out" else split_cfg.folds,
     )
 
 
 def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBundle:
     """Records, then the split (made or read, and checked), then the preprocessed volumes:
     a split that cannot be made or does not check fails before any preprocessing."""
-    if config["data"].get("manifest") is not None:
+    config = as_section(Config, config)
+    if config.data.get("manifest") is not None:
         return coordinator_data(config, run_dir)
-    data_cfg, split_cfg = config["data"], config["split"]
+    data_cfg, split_cfg = config.data, config.split
     root = data_root(data_cfg, Path(run_dir))
     layout, records = read_dataset(root)
     split_path = Path(run_dir) / "split.json"
@@ -225,19 +233,7 @@ def prepare_data(config: dict, run_dir: Path, progress: bool = True) -> DataBund
         split = Split.load(split_path)
         check_split_matches_data(split, records, split_path, root)
     else:
-        split = make_split(
-            records,
-            protocol=split_cfg["protocol"],
-            clients=split_cfg["clients"],
-            scheme=split_cfg["scheme"],
-            alpha=split_cfg["alpha"],
-            n_values=tuple(split_cfg["n_values"]),
-            folds=split_cfg["folds"],
-            val_per_client=split_cfg["val_per_client"],
-            test=split_cfg["test"],
-            test_fraction=split_cfg["test_fraction"],
-            seed=split_cfg["seed"],
-        )
+        split = _make_split(records, split_cfg)
     _verify(split, records, split_path, split_cfg)
     if not split_path.exists():
         split.save(split_path)

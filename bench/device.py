@@ -9,17 +9,20 @@ import torch
 from torch import nn
 
 from bench.allocator import tune_cpu_allocator
+from bench.config import as_section
+from bench.config_schema import RunConfig
 
 
 class DeviceSettings:
     def __init__(self, run_cfg: dict):
-        self.device = torch.device(run_cfg["device"])
+        run_cfg = as_section(RunConfig, run_cfg)
+        self.device = torch.device(run_cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
                 "run.device=cuda but no CUDA device is available; use --set run.device=cpu"
             )
-        self.amp = run_cfg["amp"]
-        self.channels_last = bool(run_cfg["channels_last"])
+        self.amp = run_cfg.amp
+        self.channels_last = bool(run_cfg.channels_last)
         if run_cfg.get("tune_malloc", False):
             tune_cpu_allocator()
 

@@ -26,6 +26,8 @@ from monai.losses import DiceCELoss
 
 from bench.augment import apply_affine, random_affine_theta
 from bench.backbone import build_unet
+from bench.config import as_section
+from bench.config_schema import Config
 from bench.convergence import Decision, StoppingRule, decide, loss_scores, steps_per_round
 from bench.device import DeviceSettings
 from bench.evaluation import mean_dice, score_volumes
@@ -76,17 +78,17 @@ class FinetuneTask(FederatedTask):
         held elsewhere (another site's); ``validation_patients`` (per client, from the split)
         then says which clients validate. ``init_parts`` None: the starting parts come with
         the server's initial model (a site without the run's pretrained file)."""
+        config = as_section(Config, config)
         self.config, self.mode, self.seed, self.work_dir = config, mode, seed, Path(work_dir)
-        cfg = config["finetune"]
+        cfg = config.finetune
         self.aggregate = mode == "federated"
         self.num_clients = len(labeled)
-        self.num_rounds = cfg["rounds"]
+        self.num_rounds = cfg.rounds
         self.num_classes = num_classes
         self.class_names = tuple(class_names)
         self.slices = [None if volumes is None else LabeledSlices(volumes) for volumes in labeled]
         self.steps = [
-            None if s is None else steps_per_round(cfg, len(s), cfg["batch_size"])
-            for s in self.slices
+            None if s is None else steps_per_round(cfg, len(s), cfg.batch_size) for s in self.slices
         ]
         self.validation = validation
         self.test = test if test is not None else [[] for _ in range(self.num_clients)]
@@ -99,9 +101,9 @@ class FinetuneTask(FederatedTask):
         else:
             self.criteria = ["val_dice" if count else "loss" for count in validation_patients]
         self.validates = self.aggregate and self.criteria[0] == "val_dice"
-        self.rules = [StoppingRule.from_config(cfg["early_stopping"], c) for c in self.criteria]
+        self.rules = [StoppingRule.from_config(cfg.early_stopping, c) for c in self.criteria]
         self.init_parts = init_parts
-        self.device = DeviceSettings(config["run"])
+        self.device = DeviceSettings(config.run)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self._spec = spec or {}
 
@@ -110,14 +112,14 @@ class FinetuneTask(FederatedTask):
 
     def build_model(self, client: int):
         torch.manual_seed(derive_seed(self.seed, "finetune-init"))
-        model = build_unet(self.config["model"], out_channels=self.num_classes)
+        model = build_unet(self.config.model, out_channels=self.num_classes)
         for part, state in (self.init_parts[client] if self.init_parts else {}).items():
             getattr(model, part).load_state_dict(state)
         return self.device.module(model)
 
     def _optimizer(self, model):
-        cfg = self.config["finetune"]
-        return torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        cfg = self.config.finetune
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def initial_state(self) -> dict[str, torch.Tensor]:
         return {k: v.cpu() for k, v in self.build_model(0).state_dict().items()}
@@ -145,11 +147,11 @@ class FinetuneTask(FederatedTask):
             model.load_state_dict(shared)
         draws = generator(self.seed, "finetune", self.mode, round_index, client)
         torch.manual_seed(derive_seed(self.seed, "finetune-torch", self.mode, round_index, client))
-        cfg = self.config["finetune"]
+        cfg = self.config.finetune
         model.train()
         losses = []
         for _ in range(self.steps[client]):
-            images, labels = self.slices[client].sample(cfg["batch_size"], draws)
+            images, labels = self.slices[client].sample(cfg.batch_size, draws)
             images, labels = images.to(self.device.device), labels.to(self.device.device)
             with self.device.autocast():
                 loss = self.loss(model(images), labels)
@@ -185,7 +187,7 @@ class FinetuneTask(FederatedTask):
                 "progress": progress,
             },
         )
-        weights = self.config["finetune"]["fedavg_weights"]
+        weights = self.config.finetune.fedavg_weights
         return RoundResult(
             shared={k: v.detach().cpu() for k, v in model.state_dict().items()},
             # FedAvg's weight: the labeled slices the client trains on (McMahan et al. 2017)
@@ -256,7 +258,7 @@ class FinetuneTask(FederatedTask):
             self.test[client],
             self.class_names,
             self.device.device,
-            **self.config["evaluation"],
+            **self.config.evaluation,
         )
         arrays = {} if self.aggregate else {k: v.detach().cpu() for k, v in state.items()}
         return arrays, {"outcome": outcome, "scores": scores}

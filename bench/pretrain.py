@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.backbone import build_unet
-from bench.config import Config, as_config
+from bench.config import Config, as_section
 from bench.convergence import steps_per_round
 from bench.device import DeviceSettings
 from bench.federated.task import FederatedTask, RoundResult
@@ -36,7 +36,7 @@ class PretrainTask(FederatedTask):
         spec: dict | None = None,
         show_progress: bool = False,
     ):
-        config = config if isinstance(config, Config) else as_config(config)
+        config = as_section(Config, config)
         self.config, self.seed, self.work_dir = config, seed, Path(work_dir)
         # A name is looked up here; a caller that already resolved the method passes its class.
         self.method_cls = get_method(method) if isinstance(method, str) else method
@@ -53,16 +53,14 @@ class PretrainTask(FederatedTask):
             None if volumes is None else SliceStack(volumes, config.pretrain.partitions)
             for volumes in client_volumes
         ]
-        cfg = config["pretrain"]
+        cfg = config.pretrain
         self.steps = [
             None
             if stack is None
-            else steps_per_round(
-                cfg, len(stack.images), cfg["volumes_per_batch"] * cfg["partitions"]
-            )
+            else steps_per_round(cfg, len(stack.images), cfg.volumes_per_batch * cfg.partitions)
             for stack in self.stacks
         ]
-        self.device = DeviceSettings(config["run"])
+        self.device = DeviceSettings(config.run)
         self._spec = spec or {}
         self.progress_label = f"pretraining {method}" if show_progress else None
 
@@ -116,7 +114,7 @@ class PretrainTask(FederatedTask):
         method.train()
         draws = generator(self.seed, "pretrain", round_index, client)
         torch.manual_seed(derive_seed(self.seed, "pretrain-torch", round_index, client))
-        cfg = self.config["pretrain"]
+        cfg = self.config.pretrain
         losses, terms = [], {}
         for _ in range(self.steps[client]):
             batch = self.device.batch(

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.config import as_section
+from bench.config_schema import Config
 from bench.convergence import steps_per_round
 from bench.registry import get_method
 
@@ -63,15 +65,16 @@ class PhasePlan:
 
 def plan_run(config: dict, methods: list[str]) -> list[PhasePlan]:
     """The phases of ``bench run`` for ``methods`` under ``config`` (no data read)."""
-    pre, fine, split = config["pretrain"], config["finetune"], config["split"]
-    seeds = len(config["run"]["seeds"])
-    clients = int(split["clients"])
-    units_per_method = seeds * len(fine["modes"]) * len(split["n_values"]) * int(split["folds"])
-    phases = len(config["data"]["phases"])
-    patients = config["data"]["synthetic"]["train"] if config["data"]["root"] is None else 100
+    config = as_section(Config, config)
+    pre, fine, split = config.pretrain, config.finetune, config.split
+    seeds = len(config.run.seeds)
+    clients = int(split.clients)
+    units_per_method = seeds * len(fine.modes) * len(split.n_values) * int(split.folds)
+    phases = len(config.data.phases)
+    patients = config.data.synthetic.train if config.data.root is None else 100
     pool = max(1, patients // clients) * phases * SLICES_PER_VOLUME
-    labeled = max(split["n_values"]) * phases * SLICES_PER_VOLUME
-    pre_batch = int(pre["volumes_per_batch"]) * int(pre["partitions"])
+    labeled = max(split.n_values) * phases * SLICES_PER_VOLUME
+    pre_batch = int(pre.volumes_per_batch) * int(pre.partitions)
     plans = []
     for method in methods:
         if get_method(method).needs_pretraining and pre.get("from_run") is None:
@@ -80,10 +83,10 @@ def plan_run(config: dict, methods: list[str]) -> list[PhasePlan]:
                     "pretrain",
                     method,
                     seeds,
-                    int(pre["rounds"]),
+                    int(pre.rounds),
                     steps_per_round(pre, pool, pre_batch),
-                    1 if pre["setting"] == "centralized" else clients,
-                    int(pre["volumes_per_batch"]) * int(pre["partitions"]),
+                    1 if pre.setting == "centralized" else clients,
+                    int(pre.volumes_per_batch) * int(pre.partitions),
                 )
             )
         plans.append(
@@ -91,10 +94,10 @@ def plan_run(config: dict, methods: list[str]) -> list[PhasePlan]:
                 "finetune",
                 method,
                 units_per_method,
-                int(fine["rounds"]),
-                steps_per_round(fine, labeled, int(fine["batch_size"])),
+                int(fine.rounds),
+                steps_per_round(fine, labeled, int(fine.batch_size)),
                 clients,
-                int(fine["batch_size"]),
+                int(fine.batch_size),
             )
         )
     return plans
@@ -104,6 +107,8 @@ def recorded_rows(config: dict, device_type: str, paths: list[Path]) -> pd.DataF
     """Profile rows of ``paths`` (profile or run folders) for this image size and device type."""
     from bench.profile.records import load_profile
 
+    config = as_section(Config, config)
+
     frames = [load_profile(p) for p in paths]
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -111,7 +116,7 @@ def recorded_rows(config: dict, device_type: str, paths: list[Path]) -> pd.DataF
     rows = pd.concat(frames, ignore_index=True)
     rows = rows[rows["step_s"].notna() & (rows["phase"].isin(["pretrain", "finetune"]))]
     rows = rows[rows["device"].astype(str).str.split(":").str[0] == device_type]
-    rows = rows[rows["image_size"] == config["data"]["preprocess"]["size"]]
+    rows = rows[rows["image_size"] == config.data.preprocess.size]
     return rows.sort_values("profile_id").drop_duplicates(["phase", "method"], keep="last")
 
 
@@ -134,8 +139,9 @@ def project(
     profile_paths: list[Path] | None = None,
 ) -> dict:
     """The plan with per-step times and projected hours; see the module docstring."""
+    config = as_section(Config, config)
     plans = plan_run(config, methods)
-    configured = str(config["run"]["device"])
+    configured = str(config.run.device)
     paths = default_profile_paths() if profile_paths is None else list(profile_paths)
     notes = []
     device_type = configured
@@ -195,15 +201,16 @@ def project(
 
 
 def format_projection(config: dict, methods: list[str], projection: dict) -> str:
-    split, fine = config["split"], config["finetune"]
-    seeds = len(config["run"]["seeds"])
-    units = seeds * len(methods) * len(fine["modes"]) * len(split["n_values"]) * split["folds"]
+    config = as_section(Config, config)
+    split, fine = config.split, config.finetune
+    seeds = len(config.run.seeds)
+    units = seeds * len(methods) * len(fine.modes) * len(split.n_values) * split.folds
     lines = [
         f"dry run: preset {config.get('preset') or 'default'}, {len(methods)} method(s), "
-        f"{seeds} seed(s), {split['clients']} clients; nothing is run",
-        f"units: {len(methods)} methods x {seeds} seeds x {len(fine['modes'])} modes "
-        f"({', '.join(fine['modes'])}) x {len(split['n_values'])} N ({split['n_values']}) x "
-        f"{split['folds']} folds = {units} fine-tuning units",
+        f"{seeds} seed(s), {split.clients} clients; nothing is run",
+        f"units: {len(methods)} methods x {seeds} seeds x {len(fine.modes)} modes "
+        f"({', '.join(fine.modes)}) x {len(split.n_values)} N ({split.n_values}) x "
+        f"{split.folds} folds = {units} fine-tuning units",
         "",
         f"{'phase':9s} {'method':13s} {'runs':>5s} {'steps per run (max)':>26s} "
         f"{'batch':>5s} {'s/step':>8s} {'hours':>9s}  source",

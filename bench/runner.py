@@ -18,7 +18,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from bench.config import Config, ConfigError, config_hash
+from bench.config import Config, ConfigError, as_section, config_hash
 from bench.curves import record_finetuning, record_pretraining
 from bench.data import DataBundle, data_source
 from bench.datasets.errors import DataError
@@ -118,6 +118,7 @@ class Runner:
             progress = "bar" if progress else "none"
         if progress not in PROGRESS_MODES:
             raise ValueError(f"progress={progress!r}; expected one of {PROGRESS_MODES}")
+        config = as_section(Config, config)
         self.config, self.run_dir, self.progress_mode = config, Path(run_dir), progress
         self.progress = progress == "bar"
         self.store = ResultStore(self.run_dir)
@@ -240,7 +241,7 @@ class Runner:
             "pretrain_dataset": self.tasks.pretrain_dataset(),
             "finetune_mode": unit.mode,
             "dataset": bundle.layout,
-            "data_source": data_source(self.config["data"]),
+            "data_source": data_source(self.config.data),
             "n_labeled": unit.n,
             "fold": unit.fold,
             "seed": unit.seed,
@@ -298,7 +299,7 @@ class Runner:
             "hardware": hardware(),
         }
         atomic_write_text(self.run_dir / "run.yaml", yaml.safe_dump(run_info))
-        check_tracker(self.config["run"], self.run_dir)
+        check_tracker(self.config.run, self.run_dir)
         units = self.units_to_compute(methods)
         bar = tqdm(
             total=len(units), desc="fine-tune + evaluate", unit="unit", disable=not self.progress

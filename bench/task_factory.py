@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.config import Config, as_config
+from bench.config import Config, as_section
 from bench.data import DataBundle, prepare_data, site_data
 from bench.datasets.errors import DataError
 from bench.datasets.splits import Split
@@ -54,6 +54,7 @@ class TaskFactory:
     def __init__(
         self, config: Config, run_dir: Path, *, progress: bool = True, site: dict | None = None
     ):
+        config = as_section(Config, config)
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.site = site
         self._bundle: DataBundle | None = None
@@ -123,7 +124,7 @@ class TaskFactory:
         """A pretrained file's per-client parts, checked against this run's U-Net."""
         from bench.backbone import build_unet
 
-        model = build_unet(self.config["model"], out_channels=1)
+        model = build_unet(self.config.model, out_channels=1)
         return read_pretrained(path, model, method_cls.pretrained_parts)
 
     def pretrain_dataset(self) -> str:
@@ -180,7 +181,7 @@ def build_task(spec: dict):
     (``spec["site"]``) from the site's own data, in the site's run folder."""
     site = spec.get("site")
     run_dir = Path(site["run_dir"] if site else spec["run_dir"])
-    factory = TaskFactory(as_config(spec["config"]), run_dir, progress=False, site=site)
+    factory = TaskFactory(spec["config"], run_dir, progress=False, site=site)
     method_cls = get_method(spec["method"])
     if spec["kind"] == "pretrain":
         return factory.pretrain_task(method_cls, spec["seed"])

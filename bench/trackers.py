@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import ConfigError
+from bench.config import ConfigError, as_section
+from bench.config_schema import RunConfig
 
 UNIT_TAG = "bench.unit"
 
@@ -25,7 +26,8 @@ def metric_tag(client, metric: str) -> str:
 
 def log_curves(run_cfg: dict, run_dir: Path, name: str, frame: pd.DataFrame) -> None:
     """Sends one unit's curves to ``run.tracker`` (tensorboard, mlflow or none)."""
-    tracker = run_cfg["tracker"]
+    run_cfg = as_section(RunConfig, run_cfg)
+    tracker = run_cfg.tracker
     if tracker == "tensorboard":
         log_tensorboard(Path(run_dir) / "tensorboard" / name, frame)
     elif tracker == "mlflow":
@@ -34,7 +36,8 @@ def log_curves(run_cfg: dict, run_dir: Path, name: str, frame: pd.DataFrame) -> 
 
 def check_tracker(run_cfg: dict, run_dir: Path) -> None:
     """Before any training: the tracker's package imports and its store opens (ConfigError)."""
-    tracker = run_cfg["tracker"]
+    run_cfg = as_section(RunConfig, run_cfg)
+    tracker = run_cfg.tracker
     try:
         if tracker == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
@@ -65,7 +68,8 @@ def log_tensorboard(folder: Path, frame: pd.DataFrame) -> None:
 
 def tracking_uri(run_cfg: dict, run_dir: Path) -> str:
     """``run.tracking_uri``, or a SQLite store in the run folder."""
-    return run_cfg["tracking_uri"] or f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+    run_cfg = as_section(RunConfig, run_cfg)
+    return run_cfg.tracking_uri or f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
 
 
 def log_mlflow(uri: str, run_dir: Path, name: str, frame: pd.DataFrame) -> None:

@@ -44,23 +44,25 @@ def describe(
     kind: str, *, method: str, config: dict, split_hash: str | None, dataset: str | None, **extra
 ) -> dict:
     """The sidecar's fields common to every weights file (``extra``: seed, mode, N, ...)."""
-    from bench.config import config_hash
+    from bench.config import as_section, config_hash
+    from bench.config_schema import Config
     from bench.provenance import code_version, library_versions
 
+    config = as_section(Config, config)
     if kind not in KINDS:
         raise ValueError(f"weights kind {kind!r}; expected one of {KINDS}")
-    data = config["data"]
+    data = config.data
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": kind,
         "method": method,
         **extra,
-        "model": {"in_channels": 1, **config["model"]},
+        "model": {"in_channels": 1, **config.model},
         "preprocessing": {
             "dataset": dataset,
-            "phases": data["phases"],
-            **data["preprocess"],
+            "phases": data.phases,
+            **data.preprocess,
             "input": "one channel, 2D slices of the preprocessed volume (float32)",
         },
         "config_hash": config_hash(config),

@@ -7,6 +7,8 @@ from pathlib import Path
 from flwr.app import Context, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
+from bench.config import as_section
+from bench.config_schema import RunConfig
 from bench.federated.apps import client_app, server_app
 from bench.federated.checkpoint import load_final
 from bench.federated.grid import InProcessGrid
@@ -15,17 +17,18 @@ from bench.federated.jobs import forget_task, register_task, write_job
 
 def run_task(task, run_cfg: dict) -> dict:
     """Trains ``task`` on the configured engine and returns its final server state."""
-    if run_cfg["engine"] == "inprocess":
+    run_cfg = as_section(RunConfig, run_cfg)
+    if run_cfg.engine == "inprocess":
         return run_in_process(task)
-    if run_cfg["engine"] == "flower":
+    if run_cfg.engine == "flower":
         from bench.federated.simulation import run_simulation  # imported late: it loads Ray
 
         return run_simulation(task, run_cfg)
-    if run_cfg["engine"] == "deployment":
+    if run_cfg.engine == "deployment":
         from bench.federated.federation import run_deployed
 
         return run_deployed(task, run_cfg)
-    raise ValueError(f"run.engine={run_cfg['engine']!r}; expected inprocess, flower or deployment")
+    raise ValueError(f"run.engine={run_cfg.engine!r}; expected inprocess, flower or deployment")
 
 
 def run_in_process(task) -> dict:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from flwr.app import Context, RecordDict
 
+from bench.config import as_section
+from bench.config_schema import RunConfig
 from bench.federated.apps import client_app, server_app
 from bench.federated.checkpoint import load_final
 from bench.federated.deployment import write_app_dir
@@ -43,7 +45,7 @@ _ray_settings: dict | None = None
 
 def ray_temp_dir(run_cfg: dict, work_dir: Path) -> Path:
     """Where Ray writes its session folder (logs, sockets, spilled objects)."""
-    configured = run_cfg["flower"].get("ray_tmpdir")
+    configured = as_section(RunConfig, run_cfg).flower.get("ray_tmpdir")
     if configured:
         folder = Path(configured).expanduser().resolve()
         if len(str(folder)) > MAX_RAY_TMPDIR:
@@ -73,11 +75,11 @@ def _run_dir(work_dir: Path) -> Path:
 
 
 def ray_settings(run_cfg: dict, work_dir: Path) -> dict:
-    flower = run_cfg["flower"]
+    flower = as_section(RunConfig, run_cfg).flower
     workers, cpus, gpus = (
-        int(flower["workers"]),
-        float(flower["cpus_per_client"]),
-        float(flower["gpus_per_client"]),
+        int(flower.workers),
+        float(flower.cpus_per_client),
+        float(flower.gpus_per_client),
     )
     init_args = {
         "num_cpus": math.ceil(workers * cpus),

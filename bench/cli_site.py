@@ -36,7 +36,7 @@ def cmd_site_start(args) -> int:
     import subprocess
     import time
 
-    from bench.federated.loopback import stop_process_tree
+    from bench.federated.loopback import stop_process_trees
     from bench.federated.site import read_site_config, site_commands
     from bench.federated.supernode import DEFAULT_POLL, POLL_ENV
 
@@ -54,7 +54,7 @@ def cmd_site_start(args) -> int:
             time.sleep(1)
     finally:
         for process in processes:
-            stop_process_tree(process.pid)
+            stop_process_trees([process.pid])
     return processes[0].returncode or 0
 
 

@@ -23,7 +23,7 @@ from bench.federated.loopback import (
     flower_env,
     free_port,
     split_folder_into_sites,
-    stop_process_tree,
+    stop_process_trees,
     wait_for,
 )
 from bench.results import ResultStore
@@ -129,7 +129,7 @@ def test_three_sites_with_disjoint_folders_give_the_rows_of_one_process(tmp_path
                      *settings, "-q"]) == 0  # fmt: skip
     finally:
         for process in processes:
-            stop_process_tree(process.pid)
+            stop_process_trees([process.pid])
         if (federation_dir / "superlink.pid").exists():
             assert main(["federation", "stop", "--federation", str(federation_dir)]) == 0
     assert not (run_dir / "data").exists()  # the coordinator read no image

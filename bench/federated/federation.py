@@ -121,12 +121,12 @@ class Federation:
         return int(path.read_text()) if path.exists() else None
 
     def stop(self) -> None:
-        from bench.federated.loopback import stop_process_tree
+        from bench.federated.loopback import stop_process_trees
 
         for name in PROCESSES[::-1]:
             pid = self.pid(name)
             if pid is not None:
-                stop_process_tree(pid)
+                stop_process_trees([pid])
                 (self.folder / f"{name}.pid").unlink(missing_ok=True)
 
     def save(self) -> None:

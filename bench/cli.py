@@ -18,8 +18,18 @@ from bench.registry import UnknownMethodError
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors shown as one line, exit code 2 (imported when needed: numpy is not free)."""
     from bench.datasets.splits import SplitError
+    from bench.federated.strategy import ClientFailure
 
-    return (ConfigError, UnknownMethodError, DataError, SplitError, FileNotFoundError)
+    # ClientFailure: clients refused their input (e.g. a crafted state file, a site's changed
+    # data); its message names each client and why, and the work done so far is kept.
+    return (
+        ConfigError,
+        UnknownMethodError,
+        DataError,
+        SplitError,
+        FileNotFoundError,
+        ClientFailure,
+    )
 
 
 DESCRIPTION = (

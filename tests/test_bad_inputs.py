@@ -436,6 +436,8 @@ def _(ctx):
 @case("pickle-in-client-state", "run", names=["client000", "unpickle"])
 def _(ctx):
     work = ctx.run / "work" / "pretrain" / "simclr-seed0"
+    # Without the server's final state the closing exchange reads each client's last state.
+    (work / "server" / "final.pt").unlink()
     ctx.pickle_bomb(work / "clients" / "client000" / "round0000.pt")
     for path in (ctx.run / "pretrained").glob("simclr-seed0*"):
         path.unlink()

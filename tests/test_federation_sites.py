@@ -10,6 +10,7 @@ loopback test (tests/test_federation_loopback.py) runs the same on real processe
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,6 @@ from bench.federated.grid import InProcessGrid
 from bench.federated.jobs import forget_task, register_task, write_job
 from bench.federated.loopback import split_folder_into_sites
 from bench.federated.site import SiteConfig, spec_at_site
-from bench.federated.strategy import ClientFailure
 
 SITES = 3
 
@@ -199,7 +199,9 @@ def test_sites_holding_only_their_patients_give_the_rows_of_one_process(
         assert set(federated[federated["client"] == k]["patient"]) <= held
 
 
-def test_a_run_stops_naming_the_site_whose_data_changed(federation_data, tmp_path, monkeypatch):
+def test_a_run_stops_naming_the_site_whose_data_changed(
+    federation_data, tmp_path, monkeypatch, capsys
+):
     """The site's ClientApp checks its folder when it builds a task: a changed site fails its
     first round with the one-line reason, and the run (every site needed) stops saying so."""
     root, _, site_dirs, _ = federation_data
@@ -214,9 +216,13 @@ def test_a_run_stops_naming_the_site_whose_data_changed(federation_data, tmp_pat
     shutil.rmtree(patient)
     monkeypatch.setattr(runner_module, "run_task", run_at_sites([*site_dirs[:2], changed]))
     settings = [arg for setting in RUN_SETTINGS for arg in ("--set", setting)]
-    with pytest.raises(ClientFailure, match=r"client 2: .*changed since enrollment.*missing"):
-        main(["run", "--methods", "fcl", "--preset", "tiny", "--out", str(tmp_path / "run"),
-              "--set", f"data.manifest={root / 'manifest.json'}", *settings, "-q"])  # fmt: skip
+    code = main(["run", "--methods", "fcl", "--preset", "tiny", "--out", str(tmp_path / "run"),
+                 "--set", f"data.manifest={root / 'manifest.json'}", *settings, "-q"])  # fmt: skip
+    error = capsys.readouterr().err
+    assert code == 2
+    assert re.search(
+        r"^bench: error: round 1: .*client 2: .*changed since enrollment.*missing", error, re.M
+    ), error
     failures = json.loads(
         (tmp_path / "run/work/pretrain/fcl-seed0/server/failures.json").read_text()
     )

@@ -12,7 +12,7 @@ import logging
 import time
 from logging import ERROR
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from flwr.app import (
     ArrayRecord,
@@ -173,7 +173,7 @@ def map_nodes_to_partitions(
 def _ask_partitions(
     grid: Grid, node_ids: list[int], claims: ClaimChecker | None, timeout: float
 ) -> dict[int, int]:
-    request = {} if claims is None else {"claim-nonce": claims.nonce.hex()}
+    request: dict[str, Any] = {} if claims is None else {"claim-nonce": claims.nonce.hex()}
     queries = [
         Message(
             RecordDict({"config": ConfigRecord(request)}),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -89,7 +90,7 @@ def _key_id(line: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def write_partition_keys(path: Path, public_keys: dict[int, Path | str]) -> Path:
+def write_partition_keys(path: Path, public_keys: Mapping[int, Path | str]) -> Path:
     """The operator's partition keys file: partition id -> the site's public key.
 
     ``public_keys`` values are ``.pub`` files or OpenSSH lines. Written as JSON

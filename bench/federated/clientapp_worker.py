@@ -31,6 +31,7 @@ import sys
 import time
 import tomllib
 import zipfile
+from typing import Any
 
 PINNED_COMPONENTS = {
     "serverapp": "bench.federated.apps:server_app",
@@ -76,7 +77,7 @@ def serve(
 
     import bench.federated.apps  # noqa: F401  (torch and bench, once)
 
-    interceptors = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
     if secret:
         interceptors.append(
             SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={ACQUIRE_METHOD})

@@ -38,7 +38,7 @@ def shorten_supernode_polls(cap: float) -> None:
     """Caps the waits of Flower's SuperNode loop (the pinned flwr 1.41.0's module)."""
     from flwr.supernode import start_client_internal
 
-    start_client_internal.time = CappedSleep(cap)  # type: ignore[attr-defined]
+    start_client_internal.time = CappedSleep(cap)  # type: ignore[assignment]
 
 
 def main() -> None:

@@ -35,6 +35,22 @@ def atomic_torch_save(path: str | Path, obj) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def read_json_object(path: str | Path, what: str) -> dict:
+    """A JSON file holding one object; DataError naming the file and ``what`` it should be
+    when it is unreadable or holds something else."""
+    import json
+
+    from bench.datasets.errors import DataError
+
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"unreadable {what} ({type(exc).__name__})") from None
+    if not isinstance(document, dict):
+        raise DataError(path, f"{what} is not a JSON object")
+    return document
+
+
 def torch_load(path: str | Path):
     """A tensor file's content, unpickled with ``weights_only=True``: tensors, dicts, lists
     and plain values only. A file holding anything else (a crafted pickle) is refused

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.io import atomic_write_text
+from bench.io import atomic_write_text, read_json_object
 
 from .errors import DataError
 from .layout import read_dataset
@@ -75,16 +75,6 @@ def canonical_hash(document: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        document = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"unreadable manifest ({type(exc).__name__})") from None
-    if not isinstance(document, dict):
-        raise DataError(path, "a manifest is a JSON object")
-    return document
-
-
 def _check_site_part(part: dict, where: Path) -> None:
     if part.get("format") != SITE_FORMAT:
         raise DataError(where, f"not a site manifest (format {part.get('format')!r})")
@@ -101,7 +91,7 @@ def _check_site_part(part: dict, where: Path) -> None:
 
 
 def read_site_manifest(path: Path) -> dict:
-    part = _read_json(path)
+    part = read_json_object(path, "manifest")
     _check_site_part(part, Path(path))
     return part
 
@@ -175,7 +165,7 @@ class FederationManifest:
 
     @classmethod
     def load(cls, path: Path) -> FederationManifest:
-        return cls.from_dict(_read_json(path), Path(path))
+        return cls.from_dict(read_json_object(path, "manifest"), Path(path))
 
 
 @dataclass(frozen=True)

@@ -62,15 +62,9 @@ def build_from_spec(spec: dict):
 
 
 def read_job(path: Path) -> dict:
-    from bench.datasets.errors import DataError
+    from bench.io import read_json_object
 
-    try:
-        spec = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"unreadable job file ({type(exc).__name__})") from None
-    if not isinstance(spec, dict):
-        raise DataError(path, "job file is not a JSON object")
-    return spec
+    return read_json_object(path, "job file")
 
 
 def task_for(path: str | Path):

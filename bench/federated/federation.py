@@ -123,11 +123,10 @@ class Federation:
     def stop(self) -> None:
         from bench.federated.loopback import stop_process_trees
 
-        for name in PROCESSES[::-1]:
-            pid = self.pid(name)
-            if pid is not None:
-                stop_process_trees([pid])
-                (self.folder / f"{name}.pid").unlink(missing_ok=True)
+        running = {name: pid for name in PROCESSES if (pid := self.pid(name)) is not None}
+        stop_process_trees(list(running.values()))
+        for name in running:
+            (self.folder / f"{name}.pid").unlink(missing_ok=True)
 
     def save(self) -> None:
         record = {"address": self.address, "bind": self.bind, "control": self.control}

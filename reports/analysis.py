@@ -47,7 +47,7 @@ class Analysis:
         rows = self.rows[self.rows["experiment"] == experiment.slug]
         if rows.empty or "data_source" not in rows:
             return False
-        source = rows["data_source"].fillna("").astype(str)
+        source = rows["data_source"].astype("string").fillna("")
         return bool((~source.str.startswith("synthetic") & ~source.isin(["", "nan"])).all())
 
     def config(self, experiment: Experiment) -> dict | None:

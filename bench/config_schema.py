@@ -128,6 +128,7 @@ class PretrainConfig(Section):
     rounds: Positive
     epochs_per_round: PositiveNumber
     local_steps: Positive | None
+    min_steps_per_round: Positive | None
     plateau: PlateauConfig
     volumes_per_batch: Positive
     partitions: Positive
@@ -143,6 +144,7 @@ class FinetuneConfig(Section):
     rounds: Positive
     epochs_per_round: PositiveNumber
     local_steps: Positive | None
+    min_steps_per_round: Positive | None
     early_stopping: EarlyStoppingConfig
     batch_size: Positive
     lr: PositiveNumber

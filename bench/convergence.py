@@ -90,8 +90,12 @@ def steps_per_round(section: dict, slices: int, slices_per_batch: int) -> int:
     """Optimiser steps of one round: ``local_steps`` when set, else ``epochs_per_round`` epochs.
 
     An epoch is one pass over ``slices`` (a client's labeled slices, or its pretraining
-    pool) in batches of ``slices_per_batch``, rounded up; at least one step.
+    pool) in batches of ``slices_per_batch``, rounded up; at least ``min_steps_per_round``
+    steps (at least one). The minimum keeps a round of a client with one labeled patient
+    (2 epochs: 5 steps) from being so short that the patience, counted in rounds, runs out
+    while its validation Dice is still rising.
     """
     if section["local_steps"] is not None:
         return int(section["local_steps"])
-    return max(1, math.ceil(section["epochs_per_round"] * slices / slices_per_batch))
+    epochs = math.ceil(section["epochs_per_round"] * slices / slices_per_batch)
+    return max(1, section.get("min_steps_per_round") or 1, epochs)

@@ -61,6 +61,17 @@ def test_steps_per_round_count_epochs_over_the_slices():
     assert steps_per_round({**section, "local_steps": 3}, slices=20, slices_per_batch=8) == 3
 
 
+def test_a_round_has_at_least_its_minimum_of_steps_and_more_when_its_epochs_need_them():
+    section = {"local_steps": None, "epochs_per_round": 2, "min_steps_per_round": 20}
+    assert steps_per_round(section, slices=20, slices_per_batch=8) == 20  # 5 epochs' steps
+    assert steps_per_round(section, slices=160, slices_per_batch=8) == 40  # 2 epochs
+    assert steps_per_round({**section, "local_steps": 3}, slices=20, slices_per_batch=8) == 3
+    small = load_config("small", [])
+    assert steps_per_round(small.finetune, slices=20, slices_per_batch=8) == 20
+    with pytest.raises(ConfigError, match="finetune.min_steps_per_round"):
+        load_config("tiny", ["finetune.min_steps_per_round=0"])
+
+
 def test_bad_budgets_are_refused():
     with pytest.raises(ConfigError, match="finetune.early_stopping.patience"):
         load_config("tiny", ["finetune.early_stopping.patience=0"])

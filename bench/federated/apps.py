@@ -41,11 +41,14 @@ from bench.federated.jobs import task_for
 from bench.federated.outcomes import collect_outcomes, finish_reply
 from bench.federated.serialization import (
     arrays_to_record,
+    record_bytes,
     record_to_arrays,
     record_to_state,
+    state_to_message_record,
     state_to_record,
 )
 from bench.federated.strategy import FORWARDED_PREFIX, PAYLOAD_KEY, BenchFedAvg, ClientFailure
+from bench.federated.trace import event
 from bench.io import atomic_write_text
 
 client_app = ClientApp()
@@ -68,7 +71,7 @@ def _task(context: Context):
         from bench.federated.site import site_task
 
         return site_task(context)
-    return task_for(_job(context))
+    return task_for(_job(context), context.run_id)
 
 
 @client_app.query()
@@ -89,8 +92,10 @@ def identify(msg: Message, context: Context) -> Message:
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
+    event("client.train", bytes_in=sum(map(record_bytes, msg.content.array_records.values())))
     task = _task(context)
     partition = _partition(context)
+    event("client.task", partition=partition)
     payloads = {
         int(key.removeprefix(FORWARDED_PREFIX)): record_to_arrays(record)
         for key, record in msg.content.array_records.items()
@@ -100,14 +105,16 @@ def train(msg: Message, context: Context) -> Message:
     result = task.train_round(
         partition, round_index, record_to_state(msg.content.array_records["arrays"]), payloads
     )
+    event("client.trained", partition=partition)
     content = RecordDict(
         {
-            "arrays": state_to_record(result.shared),
+            "arrays": state_to_message_record(result.shared),
             "metrics": MetricRecord({"num-examples": result.num_examples, **result.metrics}),
         }
     )
     if result.payload:
         content[PAYLOAD_KEY] = arrays_to_record(result.payload)
+    event("client.reply", bytes_out=sum(map(record_bytes, content.array_records.values())))
     return Message(content, reply_to=msg)
 
 
@@ -262,7 +269,7 @@ def serve(grid: Grid, context: Context) -> None:
     deployed = isinstance(grid, HttpGrid)  # else the in-process grid or Flower's simulation
     if deployed:
         grid = PromptGrid(grid)  # looks for replies every 0.2 s, not every 3 s
-    task = task_for(str(context.run_config["job"]))
+    task = task_for(str(context.run_config["job"]), context.run_id)
     checkpoint = ServerCheckpoint(Path(task.work_dir) / "server", task.server_decision)
     min_replies, timeout = fault_settings(task)
     claims = claim_checker(context, deployed)
@@ -295,7 +302,9 @@ def serve(grid: Grid, context: Context) -> None:
     def end_of_round(server_round: int, current: ArrayRecord):
         nonlocal arrays
         if server_round > 0:
+            event("server.aggregated", round=done + server_round)
             checkpoint.save(done + server_round, current, strategy)
+            event("server.checkpointed", round=done + server_round)
             arrays = current
             bar.update()
 

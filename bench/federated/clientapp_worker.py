@@ -33,6 +33,8 @@ import tomllib
 import zipfile
 from typing import Any
 
+from bench.federated.trace import event
+
 PINNED_COMPONENTS = {
     "serverapp": "bench.federated.apps:server_app",
     "clientapp": "bench.federated.apps:client_app",
@@ -96,6 +98,7 @@ def serve(
                 AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
             )
             if answer.HasField("task") and answer.token:
+                event("worker.acquired")
                 run_task(runtime_api_address, answer.token)
                 done += 1
             else:
@@ -140,8 +143,10 @@ def run_task(runtime_api_address: str, token: str) -> None:
     status, details = SubStatus.FAILED, "ClientApp task failed"
     try:
         message, context, _, fab = pull_task_input(client)
+        event("worker.input", kind=message.metadata.message_type)
         check_pinned_fab(fab.content)
         reply = client_app(message=message, context=context)
+        event("worker.ran")
         status, details = SubStatus.COMPLETED, ""
     except Exception as error:  # a failing client becomes an error reply, as in Flower
         code = (
@@ -157,8 +162,10 @@ def run_task(runtime_api_address: str, token: str) -> None:
         try:
             if reply is not None and context is not None:
                 push_message(client, reply, context)
+                event("worker.pushed")
         finally:
             push_task_output(client=client, context=context, sub_status=status, details=details)
+            event("worker.done")
             heartbeat.stop()
             client.close()
 

@@ -19,6 +19,8 @@ from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from bench.federated.trace import event
+
 CLIENT_APP_ERROR = 2  # Flower's code for an exception raised in a ClientApp
 
 
@@ -119,12 +121,17 @@ class PromptGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
+        messages = list(messages)
+        event("server.push", kind=messages[0].metadata.message_type if messages else None)
         waiting = set(self.push_messages(messages))
+        event("server.pushed", messages=len(waiting))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while waiting:
             found = list(self.pull_messages(waiting))
             replies.extend(found)
+            for reply in found:
+                event("server.reply", node=reply.metadata.src_node_id)
             waiting -= {reply.metadata.reply_to_message_id for reply in found}
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break

@@ -14,7 +14,7 @@ import json
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
-from bench.federated.serialization import record_to_state, state_to_record
+from bench.federated.serialization import record_to_state, state_to_message_record
 from bench.federated.strategy import ClientFailure, summarize
 
 FINISH = f"{MessageType.QUERY}.finish"
@@ -23,7 +23,7 @@ FINISH = f"{MessageType.QUERY}.finish"
 def finish_request(summary: dict, shared: dict | None) -> RecordDict:
     content = RecordDict({"config": ConfigRecord({"summary": json.dumps(summary)})})
     if shared is not None:
-        content["arrays"] = state_to_record(shared)
+        content["arrays"] = state_to_message_record(shared)
     return content
 
 
@@ -33,7 +33,10 @@ def finish_reply(task, partition: int, content: RecordDict) -> RecordDict:
     shared = record_to_state(content.array_records["arrays"]) if "arrays" in content else None
     arrays, info = task.client_outcome(partition, summary, shared)
     return RecordDict(
-        {"arrays": state_to_record(arrays), "info": ConfigRecord({"json": json.dumps(info)})}
+        {
+            "arrays": state_to_message_record(arrays),
+            "info": ConfigRecord({"json": json.dumps(info)}),
+        }
     )
 
 

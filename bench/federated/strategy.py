@@ -25,7 +25,7 @@ from flwr.app import (
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from bench.federated.serialization import record_bytes
+from bench.federated.serialization import packed, plain, record_bytes
 
 # What a RecordDict holds under one key.
 RecordItem = ArrayRecord | MetricRecord | ConfigRecord
@@ -98,7 +98,7 @@ class BenchFedAvg(FedAvg):
                 "round-index": self.round_offset + server_round - 1,
             }
         )
-        content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        content = RecordDict({self.arrayrecord_key: packed(arrays), self.configrecord_key: config})
         for partition, payload in sorted(self.payloads.items()):
             content[f"{FORWARDED_PREFIX}{partition}"] = payload
         self._asked = set(self.node_partitions.values())
@@ -111,7 +111,7 @@ class BenchFedAvg(FedAvg):
         if not self.validates:
             return []
         config = ConfigRecord({**config, "server-round": server_round})
-        content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        content = RecordDict({self.arrayrecord_key: packed(arrays), self.configrecord_key: config})
         self._asked = set(self.node_partitions.values())
         return [
             Message(content, dst_node_id=node, message_type=MessageType.EVALUATE)
@@ -181,6 +181,8 @@ class BenchFedAvg(FedAvg):
             partition = self._partition(reply)
             content = reply.content
             sizes = {"weights": record_bytes(content[self.arrayrecord_key])}
+            if self.aggregate:  # FedAvg averages plain records, key by key
+                content[self.arrayrecord_key] = plain(content[self.arrayrecord_key])
             if PAYLOAD_KEY in content:
                 self.payloads[partition] = content[PAYLOAD_KEY]
                 sizes["payload"] = record_bytes(content[PAYLOAD_KEY])

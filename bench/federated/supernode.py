@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import time
 
+from bench.federated.trace import TRACE_ENV, event
+
 DEFAULT_POLL = 0.25
 POLL_ENV = "BENCH_SUPERNODE_POLL"
 
@@ -41,11 +43,36 @@ def shorten_supernode_polls(cap: float) -> None:
     start_client_internal.time = CappedSleep(cap)  # type: ignore[assignment]
 
 
+def trace_supernode_loop() -> None:
+    """Traces (``bench.federated.trace``) each message the SuperNode pulls and each reply it
+    pushes, by wrapping the two steps of Flower 1.41's loop."""
+    from flwr.supernode import start_client_internal as loop
+
+    pull, push = loop._pull_and_store_message, loop._push_messages
+
+    def traced_pull(**kwargs):
+        begin = time.time()
+        run_id = pull(**kwargs)
+        if run_id is not None:
+            event("supernode.pulled", began=begin)
+        return run_id
+
+    def traced_push(**kwargs):
+        begin = time.time()
+        push(**kwargs)
+        event("supernode.pushed", began=begin)
+
+    loop._pull_and_store_message = traced_pull  # type: ignore[assignment]
+    loop._push_messages = traced_push  # type: ignore[assignment]
+
+
 def main() -> None:
     cap = float(os.environ.get(POLL_ENV, DEFAULT_POLL))
     if not 0.01 <= cap <= 3.0:
         raise SystemExit(f"bench: error: {POLL_ENV}={cap:g} is outside 0.01..3 seconds")
     shorten_supernode_polls(cap)
+    if os.environ.get(TRACE_ENV):
+        trace_supernode_loop()
     from flwr.supernode.cli import flower_supernode
 
     flower_supernode()

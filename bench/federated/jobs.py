@@ -1,13 +1,18 @@
 """Job files: how a ClientApp or ServerApp in any process finds its task.
 
 The runner writes a job file (JSON) describing the task and naming the
-function that builds it; ``task_for(path)`` builds the task from it once per
-process. The in-process engine registers the task object it already holds, so
-nothing is built twice.
+function that builds it; ``task_for(path, run_id)`` builds the task from it once
+per run in a process and keeps it for the run's next messages (a site's
+long-running ClientApp worker builds it, and checks its data, once per run, not
+per message). A built task is kept under the run id, the job file's path and
+the hash of its bytes: another run, or the same file rewritten with another
+config, builds afresh. The in-process engine registers the task object it
+already holds, so nothing is built twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from pathlib import Path
@@ -67,9 +72,17 @@ def read_job(path: Path) -> dict:
     return read_json_object(path, "job file")
 
 
-def task_for(path: str | Path):
+def task_for(path: str | Path, run_id: int | None = None):
+    """The task of job file ``path``: the one registered for it in this process, else the one
+    built from it for run ``run_id`` (built at the run's first message)."""
     key = str(Path(path).resolve())
-    return task_for_spec(key, lambda: read_job(Path(key)), where=key)
+    if key in _TASKS:  # registered by the engine running in this process
+        return _TASKS[key]
+    try:
+        digest = hashlib.sha256(Path(key).read_bytes()).hexdigest()
+    except OSError:
+        digest = "unreadable"  # read_job names the problem
+    return task_for_spec(f"{key}\n{run_id}\n{digest}", lambda: read_job(Path(key)), where=key)
 
 
 def task_for_spec(key: str, make_spec, where: str | None = None):

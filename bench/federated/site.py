@@ -104,7 +104,10 @@ def site_task(context):
     if not text:
         raise DataError(site.folder, "the run config has no job-spec (submit with bench)")
     partition = int(context.node_config["partition-id"])
-    key = hashlib.sha256(f"{site.folder}\n{partition}\n{text}".encode()).hexdigest()
+    # Built once per run (its data checked then), never reused by another run or job.
+    key = hashlib.sha256(
+        f"{context.run_id}\n{site.folder}\n{partition}\n{text}".encode()
+    ).hexdigest()
     return task_for_spec(key, lambda: spec_at_site(json.loads(text), site, partition))
 
 

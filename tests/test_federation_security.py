@@ -194,9 +194,10 @@ def test_the_supernode_wrapper_caps_the_waits_of_flower_s_loop(monkeypatch):
     monkeypatch.setattr(supernode.time, "sleep", slept.append)
     monkeypatch.setattr(start_client_internal, "time", start_client_internal.time)
     supernode.shorten_supernode_polls(0.25)
-    start_client_internal.time.sleep(3)
-    start_client_internal.time.sleep(0.1)
-    assert slept == [0.25, 0.1]
+    start_client_internal.time.sleep(3)  # the idle poll: a request to the SuperLink
+    start_client_internal.time.sleep(0.5)  # a look at its own state for a reply
+    start_client_internal.time.sleep(0.01)
+    assert slept == [0.25, supernode.LOCAL_WAIT, 0.01]
     assert start_client_internal.time.monotonic is supernode.time.monotonic
 
 

@@ -36,6 +36,7 @@ from bench.federated.claims import (
     read_partition_keys,
     sign_claim,
 )
+from bench.federated.flower_waits import shorten_pull_backoff
 from bench.federated.grid import PromptGrid
 from bench.federated.jobs import task_for
 from bench.federated.outcomes import collect_outcomes, finish_reply
@@ -269,6 +270,7 @@ def serve(grid: Grid, context: Context) -> None:
     deployed = isinstance(grid, HttpGrid)  # else the in-process grid or Flower's simulation
     if deployed:
         grid = PromptGrid(grid)  # looks for replies every 0.2 s, not every 3 s
+        shorten_pull_backoff()  # and pulls a reply's objects without waiting 1 s
     task = task_for(str(context.run_config["job"]), context.run_id)
     checkpoint = ServerCheckpoint(Path(task.work_dir) / "server", task.server_decision)
     min_replies, timeout = fault_settings(task)

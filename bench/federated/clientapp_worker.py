@@ -78,6 +78,9 @@ def serve(
     from flwr.supercore.runtime import RuntimeHttpClient
 
     import bench.federated.apps  # noqa: F401  (torch and bench, once)
+    from bench.federated.flower_waits import shorten_pull_backoff
+
+    shorten_pull_backoff()
 
     interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
     if secret:

@@ -1,13 +1,17 @@
-"""``flower-supernode`` with a shorter idle poll: ``python -m bench.federated.supernode``.
+"""``flower-supernode`` with shorter waits: ``python -m bench.federated.supernode``.
 
 Flower 1.41's SuperNode asks the SuperLink for a message, and when there is none
 sleeps 3 s before asking again (``flwr.supernode.start_client_internal``: a
-literal ``time.sleep(3)``; its waits for a reply to push are 0.5 s). A round's
-message therefore waits up to 3 s at every site before its ClientApp starts,
-which dominates short rounds. This command is ``flower-supernode`` with every
-one of those waits capped at ``BENCH_SUPERNODE_POLL`` seconds (default 0.25):
-the same arguments, the same behaviour otherwise. Each idle site then sends
-4 small signed requests per second to the SuperLink instead of one every 3 s.
+literal ``time.sleep(3)``); having handed a message to its ClientApp it looks at
+its own state for the reply every 0.5 s. A round's message therefore waited up
+to 3 s at every site before its ClientApp started, and its reply up to 0.5 s
+before it left, which dominates short rounds. This command is
+``flower-supernode`` with the idle poll capped at ``BENCH_SUPERNODE_POLL``
+seconds (default 0.25) and the local waits (those shorter than the idle poll) at
+``LOCAL_WAIT`` (0.05 s), and with Flower's pull back-off shortened
+(``bench.federated.flower_waits``): the same arguments, the same behaviour
+otherwise. Each idle site then sends 4 small signed requests per second to the
+SuperLink instead of one every 3 s.
 
     python -m bench.federated.supernode --superlink link.example.org:9092 ...
 """
@@ -17,20 +21,25 @@ from __future__ import annotations
 import os
 import time
 
+from bench.federated.flower_waits import shorten_pull_backoff
 from bench.federated.trace import TRACE_ENV, event
 
 DEFAULT_POLL = 0.25
 POLL_ENV = "BENCH_SUPERNODE_POLL"
+IDLE_WAIT = 3.0  # Flower's sleep after asking the SuperLink and finding no message
+LOCAL_WAIT = 0.05  # cap of its shorter waits: looks at its own state for a reply
 
 
 class CappedSleep:
-    """The ``time`` module, with ``sleep`` capped at ``cap`` seconds."""
+    """The ``time`` module, with ``sleep`` capped at ``cap`` seconds for Flower's idle poll and
+    at ``local_cap`` for its shorter, local waits."""
 
-    def __init__(self, cap: float):
+    def __init__(self, cap: float, local_cap: float = LOCAL_WAIT):
         self.cap = cap
+        self.local_cap = local_cap
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap))
+        time.sleep(min(seconds, self.cap if seconds >= IDLE_WAIT else self.local_cap))
 
     def __getattr__(self, name: str):
         return getattr(time, name)
@@ -71,6 +80,7 @@ def main() -> None:
     if not 0.01 <= cap <= 3.0:
         raise SystemExit(f"bench: error: {POLL_ENV}={cap:g} is outside 0.01..3 seconds")
     shorten_supernode_polls(cap)
+    shorten_pull_backoff()
     if os.environ.get(TRACE_ENV):
         trace_supernode_loop()
     from flwr.supernode.cli import flower_supernode

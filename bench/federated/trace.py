@@ -29,7 +29,10 @@ def event(tag: str, **fields) -> None:
     path = os.environ.get(TRACE_ENV)
     if not path:
         return
-    line = json.dumps({"t": time.time(), "pid": os.getpid(), "tag": tag, **fields}, default=str)
+    line = json.dumps(
+        {"t": time.time(), "cpu": time.process_time(), "pid": os.getpid(), "tag": tag, **fields},
+        default=str,
+    )
     # One write of a short line with O_APPEND: lines of concurrent processes do not interleave.
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         events = sorted((json.loads(line) for line in lines if line.strip()), key=lambda e: e["t"])
     first = previous = events[0]["t"] if events else 0.0
     for entry in events:
-        fields = {k: v for k, v in entry.items() if k not in ("t", "pid", "tag")}
+        fields = {k: v for k, v in entry.items() if k not in ("t", "cpu", "pid", "tag")}
         if "began" in fields:
             fields["began"] = round(fields["began"] - first, 2)
         print(

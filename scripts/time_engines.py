@@ -6,8 +6,9 @@ The task is the tiny preset's pretraining (widths 8-64 at 64 px, 5 local steps o
 ``bench.synthetic_tasks``, for two clients. Each engine runs it with 1 and with
 ``--rounds`` rounds from a fresh folder; the time per round is the difference
 divided by the extra rounds, so start-up is left out of it and reported on its
-own: a first, untimed one-round run in-process and under simulation (imports,
-first calls into oneDNN, Ray's workers), the SuperLink and SuperNodes on loopback.
+own: a first, untimed one-round run on each engine (imports, first calls into
+oneDNN, Ray's workers; on loopback the workers' imports of the model code), and
+on loopback the start of the SuperLink and SuperNodes.
 A second figure per round comes from the server's own record of the longer run
 (``finished_at`` of each round in ``final.pt``'s history): the mean time between
 the ends of its rounds, without start-up or the closing exchange.
@@ -90,21 +91,25 @@ def time_deployment(
         app = write_app_dir(root / "app")
         startup = time.perf_counter() - start
         times, ends = {}, {}
-        for rounds in round_counts:
-            spec = spec_for(root, f"deployment-{rounds}", method, rounds)
+        # The first run is untimed, as in-process: the workers import the model code then.
+        for name, rounds in [("warm-up", 1), *((str(r), r) for r in round_counts)]:
+            spec = spec_for(root, f"deployment-{name}", method, rounds)
             work_dir = Path(spec["work_dir"])
             job = write_job(work_dir / "job.json", spec)
             begin = time.perf_counter()
             run_id = fed.submit(app, job)
             wait_for_file(work_dir / "server" / "final.pt", timeout=1800)
-            times[rounds] = time.perf_counter() - begin
+            took = time.perf_counter() - begin
             status = fed.wait_run(run_id, timeout=600)
             if status != "finished:completed":
                 raise RuntimeError(
                     f"deployment run with {rounds} rounds ended "
                     f"{status}:\n{fed.log('superlink')[-3000:]}"
                 )
-            ends[rounds] = round_ends(work_dir)
+            if name == "warm-up":
+                startup += took
+            else:
+                times[rounds], ends[rounds] = took, round_ends(work_dir)
     return times, ends, startup
 
 
@@ -134,7 +139,7 @@ def main() -> None:
     for engine in args.engines.split(","):
         if engine == "deployment":
             times, ends, startup = time_deployment(root / engine, args.method, counts)
-            extra = {"federation_start_s": startup}
+            extra = {"federation_start_and_warm_up_s": startup}
         else:
             warm_up, _ = time_local(root / f"{engine}-warm-up", args.method, 1, engine)
             extra = {"warm_up_s": warm_up}

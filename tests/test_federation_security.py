@@ -218,3 +218,26 @@ def test_a_deployment_run_without_partition_keys_is_refused(tmp_path):
     keys = write_partition_keys(tmp_path / "pk.json", {0: pub0, 1: pub1})
     checker = claim_checker(context({"job": "j.json", "partition-keys": str(keys)}), True)
     assert checker.run_id == 4 and sorted(checker.partition_keys) == [0, 1]
+
+
+def test_the_pull_back_off_starts_short_and_an_object_pushed_late_still_arrives(monkeypatch):
+    from flwr.supercore.inflatable import inflatable_utils
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+
+    from bench.federated.flower_waits import INITIAL_BACKOFF, shorten_pull_backoff
+
+    functions = (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree)
+    for function in functions:  # restored after the test
+        monkeypatch.setitem(function.__kwdefaults__, "initial_backoff", 1)
+    shorten_pull_backoff()
+    assert [f.__kwdefaults__["initial_backoff"] for f in functions] == [INITIAL_BACKOFF] * 2
+    tries = []
+
+    def pull(object_id):  # the sender is still pushing at the first ask
+        tries.append(object_id)
+        if len(tries) == 1:
+            raise ObjectUnavailableError(object_id)
+        return b"content"
+
+    assert inflatable_utils.pull_objects(["a"], pull) == {"a": b"content"}
+    assert tries == ["a", "a"]

@@ -26,4 +26,5 @@ def shorten_pull_backoff(initial: float = INITIAL_BACKOFF) -> None:
         inflatable_utils.pull_and_inflate_object_from_tree,
     ):
         defaults = function.__kwdefaults__
+        assert defaults is not None  # keyword-only arguments with defaults, in flwr 1.41
         defaults["initial_backoff"] = min(defaults["initial_backoff"], initial)

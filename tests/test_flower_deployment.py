@@ -7,7 +7,8 @@ workers. One federation serves every test: where this host can make a network
 namespace, the gateway listens on a veth address and a stranger in the namespace
 holding only ``ca.crt`` tries to enroll, list the nodes and submit a run; an
 enrolled rogue SuperNode claims site 0's partition in both runs. Both runs are
-submitted at once (they share the SuperNodes).
+submitted at once (they share the SuperNodes). Last, site 1 is restarted in the
+middle of a third run.
 """
 
 from __future__ import annotations
@@ -261,4 +262,50 @@ def test_clientapp_killed_mid_round_is_recorded_and_the_run_goes_on(federation):
         config=KILLED["config"],
         faults=[{"client": 1, "round": 1, "action": "raise"}],
     )
+    assert _same_state(final["state"], reference["state"])
+
+
+def _replies_sent(log: str, run_id: int) -> int:
+    """Replies a SuperNode's log says it sent for ``run_id`` (its lines name the run first)."""
+    current, sent = None, 0
+    for line in log.splitlines():
+        if "[RUN " in line:
+            current = int(line.split("[RUN ", 1)[1].split(",")[0].split("]")[0])
+        elif "Sent successfully" in line and current == run_id:
+            sent += 1
+    return sent
+
+
+def test_a_site_restarted_mid_run_rejoins_and_the_result_is_unchanged(federation):
+    """Site 1's SuperNode and worker are stopped and started again (same key) between two of
+    its messages, while site 0 is still training: the round's next message waits for it at
+    the SuperLink, the site comes back as the same node and the run ends as in one process."""
+    fed, root, runs = federation
+    for run_id, spec in runs.values():  # the fixture's runs use this site too: let them end
+        _finished(fed, run_id, spec)
+    config = {"pretrain": {"rounds": 3}}
+    slow_site0 = [{"client": 0, "round": 1, "action": "sleep", "seconds": 30}]
+    spec = _spec(root, "restart", "fcl", config=config, faults=slow_site0)
+    job = write_job(root / "work" / "pretrain" / "restart" / "job.json", spec)
+    run_id = fed.submit(write_app_dir(root / "app-restart"), job)
+    # Site 1 has replied for round index 1 (query, round 0, round 1) and site 0 sleeps in it.
+    wait_for(
+        lambda: _replies_sent(fed.log("site1"), run_id) >= 3,
+        RUN_TIMEOUT,
+        "site 1's round-2 reply",
+        describe=lambda: fed.log("site1")[-3000:],
+    )
+    fed.stop("site1-clientapp")
+    fed.stop("site1")
+    private = root / "keys" / "site1"
+    fed.start_supernode("site1", private, node_config(1, SITES, private_key=private))
+    assert not Path(spec["work_dir"], "server", "final.pt").exists()  # mid-run
+
+    final = _finished(fed, run_id, spec)
+    ids = [
+        line.rsplit(" ", 1)[1] for line in fed.log("site1").splitlines() if "SuperNode ID:" in line
+    ]
+    assert len(ids) == 2 and ids[0] == ids[1]  # the same node: registered by its key
+    assert final["failures"] == []
+    _, reference = _in_process(root, "restart", "fcl", config=config)
     assert _same_state(final["state"], reference["state"])

@@ -98,4 +98,4 @@ def steps_per_round(section: dict, slices: int, slices_per_batch: int) -> int:
     if section["local_steps"] is not None:
         return int(section["local_steps"])
     epochs = math.ceil(section["epochs_per_round"] * slices / slices_per_batch)
-    return max(1, section.get("min_steps_per_round") or 1, epochs)
+    return max(section.get("min_steps_per_round") or 1, epochs)

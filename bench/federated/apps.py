@@ -49,7 +49,7 @@ from bench.federated.serialization import (
     state_to_record,
 )
 from bench.federated.strategy import FORWARDED_PREFIX, PAYLOAD_KEY, BenchFedAvg, ClientFailure
-from bench.federated.trace import event
+from bench.federated.trace import event, tracing
 from bench.io import atomic_write_text
 
 client_app = ClientApp()
@@ -93,7 +93,8 @@ def identify(msg: Message, context: Context) -> Message:
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
-    event("client.train", bytes_in=sum(map(record_bytes, msg.content.array_records.values())))
+    if tracing():  # counting a packed record's bytes copies it: only when traced
+        event("client.train", bytes_in=sum(map(record_bytes, msg.content.array_records.values())))
     task = _task(context)
     partition = _partition(context)
     event("client.task", partition=partition)
@@ -115,7 +116,8 @@ def train(msg: Message, context: Context) -> Message:
     )
     if result.payload:
         content[PAYLOAD_KEY] = arrays_to_record(result.payload)
-    event("client.reply", bytes_out=sum(map(record_bytes, content.array_records.values())))
+    if tracing():
+        event("client.reply", bytes_out=sum(map(record_bytes, content.array_records.values())))
     return Message(content, reply_to=msg)
 
 

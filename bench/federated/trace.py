@@ -24,6 +24,11 @@ import time
 TRACE_ENV = "BENCH_TRACE"
 
 
+def tracing() -> bool:
+    """Whether ``BENCH_TRACE`` names a trace file (for fields that cost work to compute)."""
+    return bool(os.environ.get(TRACE_ENV))
+
+
 def event(tag: str, **fields) -> None:
     """Appends one line to the trace file, when ``BENCH_TRACE`` names one."""
     path = os.environ.get(TRACE_ENV)

@@ -4,6 +4,9 @@ Used by ``scripts/diagnose_pretraining.py`` and the tests: the spread of the
 slice embeddings (mean pairwise cosine similarity) and each contrastive loss's
 uniform value, the loss when every similarity is equal (the features carry no
 information). A loss that stays at its uniform value has not learned anything.
+Some losses cannot fall far below it: ``loss_floor`` is the value they reach when the
+features are perfect for the task they pose, so progress reads as a share of the way from
+the uniform value to the floor.
 """
 
 from __future__ import annotations
@@ -37,4 +40,16 @@ def uniform_loss(name: str, slices_per_step: int, partitions: int, hparams: dict
         if hparams.get("negatives", "all_sampled") == "all_sampled":
             return 2 * math.log(1 + drawn)
         return 2 * math.log(1 + drawn * (partitions - 1) / partitions)
+    return None
+
+
+def loss_floor(name: str, partitions: int, hparams: dict) -> float | None:
+    """The lowest loss of method ``name`` when the features are perfect: every slice's feature
+    equals its partition's and partitions are far apart. Only FCL and Local CL with
+    ``negatives: all_sampled`` (the paper's sum) have a floor well above 0: the positives' own
+    entries stay in the denominator, so each term is at least log(1 + K / partitions), K / P
+    being the expected number of drawn bank features in q's partition. None where the floor
+    is 0 up to the temperature's bound (the other contrastive losses) or undefined."""
+    if name in ("fcl", "local_cl") and hparams.get("negatives", "all_sampled") == "all_sampled":
+        return 2 * math.log(1 + hparams["num_sampled"] / partitions)
     return None

@@ -18,7 +18,7 @@ import torch
 from bench.backbone import build_unet
 from bench.config import load_config
 from bench.data import prepare_data
-from bench.diagnostics import mean_pairwise_cosine, uniform_loss
+from bench.diagnostics import loss_floor, mean_pairwise_cosine, uniform_loss
 from bench.registry import get_method
 from bench.sampling import SliceStack
 
@@ -34,7 +34,11 @@ def diagnose(name: str, config, slices: SliceStack, steps: int, every: int) -> N
     probe = slices.sample(pretrain["volumes_per_batch"], torch.Generator().manual_seed(1))["image"]
     per_step = pretrain["volumes_per_batch"] * pretrain["partitions"]
     uniform = uniform_loss(name, per_step, pretrain["partitions"], method.hparams)
-    print(f"{name}: uniform loss {uniform if uniform is None else round(uniform, 3)}")
+    floor = loss_floor(name, pretrain["partitions"], method.hparams)
+    print(
+        f"{name}: uniform loss {uniform if uniform is None else round(uniform, 3)}"
+        + ("" if floor is None else f", floor (perfect features) {floor:.3f}")
+    )
     history: list[dict] = []
     for step in range(steps + 1):
         if step % every == 0:

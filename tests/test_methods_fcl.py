@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.backbone import UNet2D
+from bench.diagnostics import loss_floor, uniform_loss
 from bench.methods.fcl import FCL, fcl_loss
 from bench.methods.local_cl import LocalCL
 
@@ -261,3 +262,27 @@ def test_momentum_networks_and_banks_stay_local():
     assert any(k.startswith("unet.encoder.") for k in shared)
     assert any(k.startswith("projection.") for k in shared)
     assert not any(k.startswith(("momentum_", "bank_", "remote_")) for k in shared)
+
+
+def test_perfect_partition_features_reach_the_loss_floor_not_zero():
+    """With the paper's denominator (all of Q'), features that encode their partition
+    perfectly still pay log(1 + K / P) per term: FCL's floor, well above 0 (bench.diagnostics)."""
+    partitions, sampled_count, temperature = 4, 64, 0.05
+    prototypes = torch.eye(partitions, 8)  # far apart: orthogonal
+    query_parts = torch.arange(partitions).repeat(2)
+    sampled_parts = torch.arange(partitions).repeat(sampled_count // partitions)
+    out = fcl_loss(
+        prototypes[query_parts],
+        query_parts,
+        prototypes[query_parts],
+        query_parts,
+        prototypes[sampled_parts],
+        sampled_parts,
+        temperature,
+    )
+    floor = loss_floor("fcl", partitions, {"num_sampled": sampled_count})
+    assert floor == pytest.approx(2 * math.log(1 + sampled_count / partitions))
+    assert float(out["loss"]) == pytest.approx(floor, rel=1e-6)
+    assert floor / uniform_loss("fcl", 8, partitions, {"num_sampled": sampled_count}) < 0.7
+    other_partitions = {"num_sampled": 64, "negatives": "other_partitions"}
+    assert loss_floor("fcl", partitions, other_partitions) is None

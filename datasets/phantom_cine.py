@@ -72,6 +72,7 @@ class Difficulty:
     position_mm: float = 16.0  # between-patient sd of the heart's centre in the image (v1: 8)
     rotation_sd: float = 0.6  # between-patient sd of the orientation, radians (v1: 0.3)
     anatomy_sd: float = 0.15  # between-patient relative sd of the group's anatomy (v1: 0.08)
+    gamma_sd: float = 0.0  # between-patient sd of log(gamma), tissue contrast (scanner, field)
 
 
 @dataclass
@@ -230,6 +231,8 @@ class CineHeart:
         self.background = self._chest(rng)
         self.affine = np.eye(4)
         self.affine[:3, 3] = np.round(rng.normal(0, 50, 3), 2)
+        # drawn last, so that the other draws do not depend on it
+        self.gamma = float(np.exp(rng.normal(0, hard.gamma_sd)))
 
     def _heart_frame(self, yy, xx, shifts):
         """Coordinates (Y, X) in the heart's frame (Z, h, w): centred on the LV, rotated so
@@ -382,6 +385,8 @@ class CineHeart:
             if offset == 0.0:
                 labels[:, rows, cols] = lab
         image[:, rows, cols] = mean
+        if self.gamma != 1.0:
+            image = image**self.gamma
         return labels, image * self.bias
 
 

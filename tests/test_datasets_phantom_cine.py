@@ -138,6 +138,22 @@ def test_between_patient_spread_follows_the_difficulty():
     assert hearts[1].phi == pytest.approx(2 * hearts[0].phi)
 
 
+def test_tissue_contrast_varies_between_patients_with_gamma_sd():
+    """``gamma_sd`` raises each patient's noiseless image to its own power (tissue contrast
+    as it differs between scanners) and changes nothing else that patient draws."""
+    case = draw_cases(1, 0, seed=0, hard=Difficulty(), cine=False)[0][2]
+    plain, varied = (
+        CineHeart(case, seeded_rng(0, 12, 1), Difficulty(gamma_sd=sd)) for sd in (0.0, 0.5)
+    )
+    assert plain.gamma == 1.0 and varied.gamma != pytest.approx(1.0, abs=0.05)
+    assert varied.phi == plain.phi and varied.level == plain.level
+    (labels, image), (same_labels, plain_image) = varied.render(0.0), plain.render(0.0)
+    np.testing.assert_array_equal(labels, same_labels)
+    np.testing.assert_allclose(
+        image / varied.bias, (plain_image / plain.bias) ** varied.gamma, rtol=1e-4, atol=1e-6
+    )
+
+
 def test_result_rows_say_where_the_data_came_from():
     synth = {"layout": "acdc", "phantom": "cine"}
     assert data_source({"root": None, "synthetic": synth}) == f"synthetic:cine-v{VERSION}"

@@ -44,12 +44,14 @@ def uniform_loss(name: str, slices_per_step: int, partitions: int, hparams: dict
 
 
 def loss_floor(name: str, partitions: int, hparams: dict) -> float | None:
-    """The lowest loss of method ``name`` when the features are perfect: every slice's feature
-    equals its partition's and partitions are far apart. Only FCL and Local CL with
-    ``negatives: all_sampled`` (the paper's sum) have a floor well above 0: the positives' own
-    entries stay in the denominator, so each term is at least log(1 + K / partitions), K / P
-    being the expected number of drawn bank features in q's partition. None where the floor
-    is 0 up to the temperature's bound (the other contrastive losses) or undefined."""
+    """The loss of method ``name`` when the features are perfect for its task: every slice's
+    feature equals its partition's and partitions are far apart. Only FCL and Local CL with
+    ``negatives: all_sampled`` (the paper's sum) keep a floor well above 0 there: q's own
+    partition stays in the denominator, so each term is log(1 + K / P), K / P being the
+    expected number of the K drawn bank features in q's partition. For any features the bank
+    term is at least log(1 + |Lambda(q)|) (Jensen); the local term, whose positives are not
+    among the drawn features, can go lower. None where this value is 0 up to the
+    temperature's bound (the other contrastive losses) or undefined."""
     if name in ("fcl", "local_cl") and hparams.get("negatives", "all_sampled") == "all_sampled":
         return 2 * math.log(1 + hparams["num_sampled"] / partitions)
     return None

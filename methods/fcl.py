@@ -27,6 +27,11 @@ Loss for a query q (main-encoder feature of an augmented slice), Wu et al.
   ``other_partitions`` sums over the entries of Q' of other partitions only
   (negatives "are the other partitions").
 
+``local_negatives: bank`` (default) puts Q' in the local term's denominator, as the paper
+writes it; ``batch`` puts the current batch's momentum features of other partitions there
+instead, so that the local term cannot fall by telling the current batch's features from the
+bank's older and remote ones (docs/PROTOCOL.md, "The CPU reproduction preset").
+
 The defaults follow the formula as written (docs/PROTOCOL.md): all of Q' in the
 denominator, and P(q) without q's own other view (the paper's local positives
 are the other slices of q's partition). All features are L2-normalised. A query
@@ -55,6 +60,7 @@ from bench.methods._momentum import MomentumMethod
 from bench.registry import register_method
 
 NEGATIVES = ("all_sampled", "other_partitions")
+LOCAL_NEGATIVES = ("bank", "batch")
 
 
 def fcl_loss(
@@ -68,6 +74,7 @@ def fcl_loss(
     *,
     negatives: str = "all_sampled",
     own_view_positive: bool = False,
+    local_negatives: str = "bank",
 ) -> dict[str, torch.Tensor]:
     """FCL's loss (Wu et al. 2021, Eq. 1-2) for L2-normalised features.
 
@@ -76,12 +83,18 @@ def fcl_loss(
     q's partition), ``keys[i]`` being the other view of ``queries[i]``'s slice;
     sampled (K, D): Q', drawn from the memory banks. ``negatives``:
     "all_sampled" (the denominator sums over all of Q') or "other_partitions";
-    ``own_view_positive``: whether ``keys[i]`` is in P(queries[i]).
+    ``own_view_positive``: whether ``keys[i]`` is in P(queries[i]); ``local_negatives``:
+    "bank" (the local term's denominator is the bank term's) or "batch" (the keys of other
+    partitions).
     Returns the mean over queries of ``l(q, Lambda(q), Q') + l(q, P(q), Q')``
     as ``loss`` and the two terms (``bank`` and ``local``) separately.
     """
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives: unknown {negatives!r}; expected one of {NEGATIVES}")
+    if local_negatives not in LOCAL_NEGATIVES:
+        raise ValueError(
+            f"local_negatives: unknown {local_negatives!r}; expected one of {LOCAL_NEGATIVES}"
+        )
     bank_logits = queries @ sampled.T / temperature
     same_in_bank = query_partitions[:, None] == sampled_partitions[None, :]  # Lambda(q)
     if negatives == "all_sampled":
@@ -96,7 +109,11 @@ def fcl_loss(
         own[torch.arange(n), torch.arange(n)] = True
         same_in_batch = same_in_batch & ~own
     bank_term = positive_set_loss(bank_logits, same_in_bank, bank_logits, negatives)
-    local_term = positive_set_loss(key_logits, same_in_batch, bank_logits, negatives)
+    if local_negatives == "bank":
+        local_term = positive_set_loss(key_logits, same_in_batch, bank_logits, negatives)
+    else:
+        other_partitions = query_partitions[:, None] != key_partitions[None, :]
+        local_term = positive_set_loss(key_logits, same_in_batch, key_logits, other_partitions)
     return {
         "loss": (bank_term + local_term).mean(),
         "bank": bank_term.mean(),
@@ -121,6 +138,7 @@ class FCL(MomentumMethod):
         "negatives": "all_sampled",
         "own_view_positive": False,
         "empty_bank_each_round": True,
+        "local_negatives": "bank",
     }
     sources: ClassVar[dict[str, str]] = {
         "temperature": "choice: 0.1, unstated in FCL; the value of Chaitanya et al. 2020 and of "
@@ -140,6 +158,9 @@ class FCL(MomentumMethod):
         "Eq. 1; other_partitions: over Q' entries of other partitions only",
         "own_view_positive": "false: P(q) holds the other slices of q's partition, as written; "
         "true also counts the other view of q's own slice",
+        "local_negatives": "bank: the local term's denominator is Q', as Wu et al. 2021 write "
+        "Eq. 1-2; batch: the current batch's momentum features of other partitions (no bank, "
+        "so no shortcut through the bank's older features)",
         "empty_bank_each_round": "true: the local bank is emptied at the start of a round when "
         "local steps x slices per step < bank_size (Wu et al.: banks refreshed every round)",
     }
@@ -154,6 +175,11 @@ class FCL(MomentumMethod):
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)
         hp = self.hparams
+        if hp["local_negatives"] not in LOCAL_NEGATIVES:
+            raise ValueError(
+                f"method {self.name}: local_negatives={hp['local_negatives']!r}; expected one "
+                f"of {LOCAL_NEGATIVES}"
+            )
         if hp["negatives"] not in NEGATIVES:
             raise ValueError(
                 f"method {self.name}: negatives={hp['negatives']!r}; expected one of {NEGATIVES}"
@@ -249,6 +275,7 @@ class FCL(MomentumMethod):
             variant = {
                 "negatives": self.hparams["negatives"],
                 "own_view_positive": self.hparams["own_view_positive"],
+                "local_negatives": self.hparams["local_negatives"],
             }
             out_a = fcl_loss(q_a, partitions, k_b, partitions, sampled_a, parts_a, tau, **variant)
             out_b = fcl_loss(q_b, partitions, k_a, partitions, sampled_b, parts_b, tau, **variant)

@@ -286,3 +286,21 @@ def test_perfect_partition_features_reach_the_loss_floor_not_zero():
     assert floor / uniform_loss("fcl", 8, partitions, {"num_sampled": sampled_count}) < 0.7
     other_partitions = {"num_sampled": 64, "negatives": "other_partitions"}
     assert loss_floor("fcl", partitions, other_partitions) is None
+
+
+def test_local_negatives_batch_contrasts_the_local_positives_with_other_partitions_keys():
+    """``local_negatives: batch``: the local term's denominator holds the current batch's keys
+    of other partitions, not the bank; the bank term is unchanged."""
+    t = torch.tensor
+    query, query_parts = t([[1.0, 0.0]]), t([0])
+    keys, key_parts = t([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]]), t([0, 0, 1])
+    sampled, sampled_parts = t([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]), t([0, 1, 1])
+    args = (query, query_parts, keys, key_parts, sampled, sampled_parts, 0.5)
+    bank, batch = (fcl_loss(*args, local_negatives=where) for where in ("bank", "batch"))
+    assert float(batch["bank"]) == pytest.approx(float(bank["bank"]))
+    # P(q): keys[1] (keys[0] is q's own other view); negatives: keys[2], the other partition.
+    expected = _l(query[0], [keys[1]], [keys[2]], 0.5)
+    assert float(batch["local"]) == pytest.approx(expected)
+    assert float(bank["local"]) == pytest.approx(_l(query[0], [keys[1]], list(sampled), 0.5))
+    with pytest.raises(ValueError, match="local_negatives"):
+        fcl_loss(*args, local_negatives="queue")

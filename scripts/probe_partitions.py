@@ -1,7 +1,8 @@
 """Does a pretrained encoder know where a slice lies? A linear probe of the slice's partition.
 
 Embeds every pretraining slice of a run's data with the encoder at initialisation (the run's
-seed) and with a method's pretrained encoder (the server's final model), then fits a
+seed) and with a method's pretrained encoder (the run's `pretrained/` weights file, checked
+as `bench.weights.load_pretrained` checks it), then fits a
 multinomial logistic regression of the partition (the `pretrain.partitions` equal parts of
 the slice axis) on the first 60 % of the volumes and scores it on the rest. Prints the
 embeddings' mean pairwise cosine and the probe's held-out accuracy (chance: 1 / partitions).
@@ -23,6 +24,7 @@ from bench.data import prepare_data
 from bench.diagnostics import mean_pairwise_cosine
 from bench.runner import read_saved_config
 from bench.sampling import partition_of
+from bench.weights import load_pretrained, pretrained_path
 
 
 def embed(unet, volumes, partitions: int):
@@ -66,17 +68,9 @@ def main() -> None:
     config = read_saved_config(args.run / "config.yaml")
     volumes = prepare_data(config, args.run, progress=False).pretrain_volumes("centralized")[0]
     partitions = config["pretrain"]["partitions"]
-    unit = args.run / "work" / "pretrain" / f"{args.method}-seed{args.seed}"
-    state = torch.load(unit / "server" / "final.pt", map_location="cpu", weights_only=True)
-    encoder = {
-        k.removeprefix("unet."): v
-        for k, v in state["state"].items()
-        if k.startswith("unet.encoder.")
-    }
     torch.manual_seed(args.seed)
     initial = build_unet(config["model"], 4)
-    pretrained = build_unet(config["model"], 4)
-    pretrained.load_state_dict(encoder, strict=False)
+    pretrained = load_pretrained(pretrained_path(args.run, args.method, args.seed))
     for label, unet in (("initialisation", initial), (f"{args.method} pretrained", pretrained)):
         features, labels, volume_ids = embed(unet, volumes, partitions)
         print(

@@ -86,8 +86,9 @@ def fcl_loss(
     ``own_view_positive``: whether ``keys[i]`` is in P(queries[i]); ``local_negatives``:
     "bank" (the local term's denominator is the bank term's) or "batch" (the keys of other
     partitions).
-    Returns the mean over queries of ``l(q, Lambda(q), Q') + l(q, P(q), Q')``
-    as ``loss`` and the two terms (``bank`` and ``local``) separately.
+    Returns the mean over queries of ``l(q, Lambda(q), Q') + l(q, P(q), Q')`` (with
+    "batch", the keys of other partitions in place of the second Q') as ``loss`` and the two
+    terms (``bank`` and ``local``) separately.
     """
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives: unknown {negatives!r}; expected one of {NEGATIVES}")
@@ -175,15 +176,11 @@ class FCL(MomentumMethod):
     def __init__(self, unet, hparams, **kwargs):
         super().__init__(unet, hparams, **kwargs)
         hp = self.hparams
-        if hp["local_negatives"] not in LOCAL_NEGATIVES:
-            raise ValueError(
-                f"method {self.name}: local_negatives={hp['local_negatives']!r}; expected one "
-                f"of {LOCAL_NEGATIVES}"
-            )
-        if hp["negatives"] not in NEGATIVES:
-            raise ValueError(
-                f"method {self.name}: negatives={hp['negatives']!r}; expected one of {NEGATIVES}"
-            )
+        for option, allowed in (("negatives", NEGATIVES), ("local_negatives", LOCAL_NEGATIVES)):
+            if hp[option] not in allowed:
+                raise ValueError(
+                    f"method {self.name}: {option}={hp[option]!r}; expected one of {allowed}"
+                )
         dim = hp["projection_dim"]
         self.projection = MoCoProjectionHead(unet.encoder.out_dim, hp["hidden_dim"], dim)
         # The momentum encoder and head: an EMA of the main networks, never sent.

@@ -8,6 +8,8 @@ the slice axis) on the first 60 % of the volumes and scores it on the rest. Prin
 embeddings' mean pairwise cosine and the probe's held-out accuracy (chance: 1 / partitions).
 
     python scripts/probe_partitions.py runs/repro-cpu --method fcl
+    bench export runs/repro-cpu --method local_cl --client 0 --out lcl-0.safetensors
+    python scripts/probe_partitions.py runs/repro-cpu --method local_cl --weights lcl-0.safetensors
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a run folder whose method was pretrained")
     parser.add_argument("--method", default="fcl")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="a weights file to probe instead of the run's pretrained file (e.g. one client's "
+        "model of a local pretraining, written by bench export --client)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = read_saved_config(args.run / "config.yaml")
@@ -70,7 +78,7 @@ def main() -> None:
     partitions = config["pretrain"]["partitions"]
     torch.manual_seed(args.seed)
     initial = build_unet(config["model"], 4)
-    pretrained = load_pretrained(pretrained_path(args.run, args.method, args.seed))
+    pretrained = load_pretrained(args.weights or pretrained_path(args.run, args.method, args.seed))
     for label, unet in (("initialisation", initial), (f"{args.method} pretrained", pretrained)):
         features, labels, volume_ids = embed(unet, volumes, partitions)
         print(
